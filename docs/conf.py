@@ -1,0 +1,45 @@
+"""Sphinx configuration for the happydial documentation."""
+
+from happydial import __version__
+
+project = "happydial"
+copyright = "2026, The happydial developers"
+release = __version__
+version = __version__
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.doctest",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.napoleon",
+]
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+myst_enable_extensions = ["colon_fence"]
+myst_heading_anchors = 3
+exclude_patterns = ["_build"]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+doctest_global_setup = "import socket\nfrom happydial import *"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+# No network on the build machines: intersphinx resolves nothing, so it is not asked to.
+intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
+nitpicky = True
+nitpick_ignore_regex = [
+    # Standard-library and typing names: without intersphinx there is nothing to link to.
+    ("py:class", r"(socket|asyncio|collections\.abc|typing|types|ipaddress|concurrent)\..*"),
+    (
+        "py:class",
+        r"(Any|Callable|Awaitable|Iterable|Sequence|Coroutine|TypeAlias|T|_T|ExceptionGroup)",
+    ),
+    ("py:class", r"(int|str|float|bool|bytes|tuple|list|dict|object|None|BaseException|Exception)"),
+    ("py:exc", r".*"),
+    ("py:class", r"(TypeAliasForwardRef|'?happydial\.[A-Za-z]+Type'?|[A-Za-z]+Type)"),
+    ("py:obj", r"(happydial\..*\.)?_?T"),
+]
+
+html_theme = "furo"
+html_title = f"happydial {__version__}"

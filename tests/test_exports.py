@@ -1,0 +1,44 @@
+"""Keep the facade honest: ``__all__`` and the public names must not drift apart."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import types
+
+import happydial
+
+
+def _public_names(module: types.ModuleType) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+
+
+def test_all_matches_public_names() -> None:
+    assert set(happydial.__all__) - {"__version__"} == _public_names(happydial)
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert list(happydial.__all__) == sorted(set(happydial.__all__))
+
+
+def test_every_name_in_all_exists() -> None:
+    for name in happydial.__all__:
+        assert hasattr(happydial, name), name
+
+
+def test_implementation_modules_are_private() -> None:
+    public_submodules = {"testing"}
+    for info in pkgutil.iter_modules(happydial.__path__):
+        assert info.name.startswith("_") or info.name in public_submodules, info.name
+        importlib.import_module(f"happydial.{info.name}")
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from happydial import *", namespace)  # noqa: S102 - the star import is what is tested
+    namespace.pop("__builtins__")
+    assert set(namespace) == set(happydial.__all__)
