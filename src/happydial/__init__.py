@@ -1,36 +1,55 @@
 """happydial: Happy Eyeballs (RFC 8305) TCP connections for asyncio.
 
-Layout: every implementation module is private and re-exported here.
+Layout: every implementation module is private and re-exported here. Imports flow
+one way: wrappers and host names -> racer -> schedule and sockets -> address layer.
 
 * ``_addresses``: the pure address layer (ordering and editing addr_info lists).
+* ``_schedule``: when attempts start and what ends a race (RFC 8305 section 5).
+* ``_sockets``: the I/O seam: make, bind and connect one attempt's socket.
+* ``_racer``: ``start_connection``, the drop-in for aiohappyeyeballs.
+* ``_staggered``: ``staggered_race``, the generic primitive.
+* ``_errors``: what is raised when every attempt fails.
+* ``_trace``: the events a ``trace`` callable receives.
 """
 
-from ._addresses import (
-    AddrInfoType as AddrInfoType,
-)
-from ._addresses import (
-    SocketFactoryType as SocketFactoryType,
-)
-from ._addresses import (
-    addr_to_addr_infos as addr_to_addr_infos,
-)
-from ._addresses import (
-    interleave_addr_infos as interleave_addr_infos,
-)
-from ._addresses import (
-    pop_addr_infos_interleave as pop_addr_infos_interleave,
-)
-from ._addresses import (
-    remove_addr_infos as remove_addr_infos,
-)
+from ._addresses import AddrInfoType as AddrInfoType
+from ._addresses import SocketFactoryType as SocketFactoryType
+from ._addresses import addr_to_addr_infos as addr_to_addr_infos
+from ._addresses import interleave_addr_infos as interleave_addr_infos
+from ._addresses import pop_addr_infos_interleave as pop_addr_infos_interleave
+from ._addresses import remove_addr_infos as remove_addr_infos
+from ._errors import failed_addr_infos as failed_addr_infos
+from ._racer import start_connection as start_connection
+from ._staggered import staggered_race as staggered_race
+from ._trace import AttemptCancelled as AttemptCancelled
+from ._trace import AttemptFailed as AttemptFailed
+from ._trace import AttemptStarted as AttemptStarted
+from ._trace import AttemptSucceeded as AttemptSucceeded
+from ._trace import ResolutionFailed as ResolutionFailed
+from ._trace import ResolutionFinished as ResolutionFinished
+from ._trace import ResolutionStarted as ResolutionStarted
+from ._trace import TraceEvent as TraceEvent
+from ._trace import TraceType as TraceType
 from ._version import __version__ as __version__
 
 __all__ = [
     "AddrInfoType",
+    "AttemptCancelled",
+    "AttemptFailed",
+    "AttemptStarted",
+    "AttemptSucceeded",
+    "ResolutionFailed",
+    "ResolutionFinished",
+    "ResolutionStarted",
     "SocketFactoryType",
+    "TraceEvent",
+    "TraceType",
     "__version__",
     "addr_to_addr_infos",
+    "failed_addr_infos",
     "interleave_addr_infos",
     "pop_addr_infos_interleave",
     "remove_addr_infos",
+    "staggered_race",
+    "start_connection",
 ]

@@ -1,0 +1,118 @@
+"""What is raised when every attempt fails, and how each error names its address.
+
+The rules for the exception itself are CPython's ``loop.create_connection`` rules,
+which aiohappyeyeballs and therefore aiohttp users already handle:
+
+1. one error: that error;
+2. several with the same message: the first of them;
+3. otherwise ``OSError("Multiple exceptions: a, b, ...")``, keeping the errno when
+   every error has the same one (aiohappyeyeballs added this; aiohttp relies on it).
+
+What we add: the raised error's ``__cause__`` is an :class:`ExceptionGroup` holding
+every attempt's error in start order, and each of those carries the address it
+belongs to (see :func:`failed_addr_infos`). With ``all_errors=True`` that group is
+raised itself, as CPython's ``create_connection(all_errors=True)`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import socket
+
+from ._addresses import AddrInfoType
+
+__all__ = [
+    "aggregate_errors",
+    "failed_addr_infos",
+    "format_sockaddr",
+    "no_local_address_error",
+    "tag_error",
+]
+
+_ADDR_INFO_ATTRIBUTE = "happydial_addr_info"
+
+
+def format_sockaddr(sockaddr: tuple[object, ...]) -> str:
+    """``192.0.2.1:80`` for IPv4; ``[2001:db8::1]:80`` (``%scope`` if any) for IPv6."""
+    host, port = sockaddr[0], sockaddr[1]
+    if len(sockaddr) >= 4 and sockaddr[3]:
+        return f"[{host}%{sockaddr[3]}]:{port}"
+    if ":" in str(host):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def tag_error(error: BaseException, addr_info: AddrInfoType) -> None:
+    """Attach *addr_info* to *error* as an attribute and a readable note."""
+    setattr(error, _ADDR_INFO_ATTRIBUTE, addr_info)
+    error.add_note(f"while connecting to {format_sockaddr(addr_info[4])}")
+
+
+def failed_addr_infos(error: BaseException) -> list[AddrInfoType]:
+    """The addresses whose attempts failed, read from an error raised by happydial.
+
+    Works on what :func:`happydial.start_connection` raises with or without
+    ``all_errors``: it looks at the error itself, its ``__cause__`` group and the
+    members of a group. A caller that keeps a list of addresses can drop exactly
+    these and retry the rest, instead of re-running whole rounds.
+
+    Args:
+        error: An exception raised by a happydial connect call.
+
+    Returns:
+        The addr_info of every failed attempt, in attempt order (empty when the
+        error does not come from a connection attempt).
+    """
+    group = error if isinstance(error, BaseExceptionGroup) else error.__cause__
+    members = group.exceptions if isinstance(group, BaseExceptionGroup) else (error,)
+    result: list[AddrInfoType] = []
+    for member in members:
+        addr_info = getattr(member, _ADDR_INFO_ATTRIBUTE, None)
+        if addr_info is not None:
+            result.append(addr_info)
+    return result
+
+
+def aggregate_errors(errors: list[Exception], *, all_errors: bool) -> Exception:
+    """Build the exception for a call whose every attempt failed.
+
+    Args:
+        errors: One error per failed attempt, in start order, each already tagged.
+            Must not be empty.
+        all_errors: Return the :class:`ExceptionGroup` itself instead of one error.
+
+    Returns:
+        The exception to raise (not raised here).
+    """
+    group = ExceptionGroup("all connection attempts failed", errors)
+    if all_errors:
+        return group
+    first = errors[0]
+    if len(errors) == 1 or all(str(e) == str(first) for e in errors[1:]):
+        # Raise a copy: the original stays in the group with its own traceback, and
+        # the raised error does not end up inside its own cause.
+        result: Exception = copy.copy(first)
+        result.__traceback__ = None
+        result.__notes__ = list(getattr(first, "__notes__", ()))
+    else:
+        message = "Multiple exceptions: " + ", ".join(str(e) for e in errors)
+        errnos = {getattr(e, "errno", None) for e in errors}
+        if len(errnos) == 1 and all(isinstance(e, OSError) for e in errors) and first.errno:  # type: ignore[attr-defined]
+            # OSError(errno, msg) picks the matching subclass (ConnectionRefusedError...).
+            result = OSError(first.errno, message)  # type: ignore[attr-defined]
+        elif all(isinstance(e, RuntimeError) for e in errors):
+            result = RuntimeError(message)
+        else:
+            result = OSError(message)
+    result.__cause__ = group
+    return result
+
+
+def no_local_address_error(family: int) -> OSError:
+    """The error of an attempt that has no local address of its family to bind to."""
+    name = socket.AddressFamily(family).name
+    return OSError(
+        errno.EAFNOSUPPORT,
+        f"no local address of family {name} in local_addr_infos to bind to",
+    )

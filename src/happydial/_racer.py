@@ -1,0 +1,232 @@
+"""The racer: connect to the first of several pre-resolved addresses that answers.
+
+:func:`start_connection` is a drop-in for ``aiohappyeyeballs.start_connection``
+(aiohttp calls it with exactly these keywords and autospecs the signature), built on
+:class:`ConnectRace`, which the host-name layer also feeds while it resolves.
+
+Ownership, the contract of this module: every socket an attempt creates is recorded
+in ``ConnectRace.sockets`` at once. When the race ends, :meth:`ConnectRace.close_losers`
+is the one place that closes them: every socket but the winner, exactly once, on
+success, failure and cancellation alike. Only the winner leaves the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterable
+
+from . import _trace
+from ._addresses import (
+    AddrInfoType,
+    SocketFactoryType,
+    _interleave,
+    check_addr_infos,
+)
+from ._errors import aggregate_errors, tag_error
+from ._schedule import Schedule, check_delay
+from ._sockets import Attempt, make_socket, start_connect
+from ._trace import TraceType
+
+__all__ = ["ConnectRace", "check_ip_literals", "start_connection"]
+
+
+def check_ip_literals(addr_infos: list[AddrInfoType], name: str) -> None:
+    """Refuse host names in sockaddrs: connecting to one would block on DNS."""
+    for i, entry in enumerate(addr_infos):
+        host = entry[4][0].partition("%")[0]
+        try:
+            socket.inet_pton(entry[0], host)
+        except OSError:
+            raise ValueError(
+                f"{name}[{i}]: {host!r} is not an IP address of the entry's family;"
+                " resolve host names first (or use happydial.connect())"
+            ) from None
+
+
+class ConnectRace(Schedule[AddrInfoType]):
+    """A race of TCP connects over addr_infos, with one owner for all its sockets."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        delay: float | None,
+        *,
+        local_addr_infos: list[AddrInfoType] | None = None,
+        socket_factory: SocketFactoryType | None = None,
+        attempt_timeout: float | None = None,
+        trace: TraceType | None = None,
+    ) -> None:
+        super().__init__(loop, delay, attempt_timeout)
+        self.local_addr_infos = local_addr_infos
+        self.socket_factory = socket_factory
+        self.trace = trace
+        self.sockets: dict[int, socket.socket] = {}
+
+    def launch(self, item: AddrInfoType, index: int) -> Attempt | None:
+        """Create, bind and start connecting the socket of attempt *index*."""
+        sock = make_socket(item, self.local_addr_infos, self.socket_factory)
+        self.sockets[index] = sock
+        if self.trace is not None:
+            self.trace(_trace.AttemptStarted(index, item, self.loop.time()))
+        return start_connect(self.loop, sock, item[4], index, self.report)
+
+    def on_failure(self, index: int, error: BaseException) -> None:
+        """Name the address in the error, and trace it."""
+        tag_error(error, self.started[index])
+        if self.trace is not None:
+            self.trace(_trace.AttemptFailed(index, self.started[index], error, self.loop.time()))
+
+    def on_success(self, index: int) -> None:
+        """Trace the winner."""
+        if self.trace is not None:
+            self.trace(_trace.AttemptSucceeded(index, self.started[index], self.loop.time()))
+
+    def on_abort(self, index: int) -> None:
+        """Trace an attempt stopped because the race ended."""
+        if self.trace is not None:
+            self.trace(_trace.AttemptCancelled(index, self.started[index], self.loop.time()))
+
+    def discard(self, index: int) -> None:
+        """A failed attempt's socket is closed at once: a long race holds no dead fds."""
+        sock = self.sockets.pop(index, None)
+        if sock is not None:
+            sock.close()
+
+    def close_losers(self) -> socket.socket | None:
+        """Close every socket but the winner's, exactly once; return the winner's."""
+        winner = self.sockets.pop(self.winner, None) if self.winner is not None else None
+        sockets, self.sockets = self.sockets, {}
+        for sock in sockets.values():
+            # close() on a socket object only fails for a bad fd, and a failure here
+            # must never replace the caller's result or CancelledError.
+            try:
+                sock.close()
+            except OSError:  # pragma: no cover - needs a kernel that fails close()
+                pass
+        return winner
+
+    async def connect(self, *, all_errors: bool) -> tuple[socket.socket, AddrInfoType]:
+        """Run the race; the winner's socket and addr_info.
+
+        Raises:
+            OSError: Every attempt failed (CPython's aggregation; see ``_errors``).
+            ExceptionGroup: The same, with ``all_errors=True``.
+            asyncio.CancelledError: The caller was cancelled; nothing is left open.
+        """
+        try:
+            winner = await self.run()
+        finally:
+            sock = self.close_losers()
+        if winner is None or sock is None:
+            errors = [e for e in self.errors if isinstance(e, Exception)]
+            if not errors:
+                raise OSError("no addresses to connect to")
+            raise aggregate_errors(errors, all_errors=all_errors)
+        return sock, self.started[winner]
+
+
+def _check_interleave(interleave: object) -> int | None:
+    if interleave is None:
+        return None
+    if isinstance(interleave, bool) or not isinstance(interleave, int):
+        raise TypeError(f"interleave must be an int or None, got {interleave!r}")
+    if interleave < 0:
+        raise ValueError(f"interleave must be 0 (keep the order) or more, got {interleave!r}")
+    return interleave
+
+
+def _running_loop(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+    running = asyncio.get_running_loop()
+    if loop is not None and loop is not running:
+        raise ValueError(f"loop must be the running event loop, got {loop!r}")
+    return running
+
+
+def _check_callable(value: object, name: str) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {value!r}")
+
+
+async def start_connection(  # noqa: PLR0913 - aiohappyeyeballs' signature, plus opt-in extras
+    addr_infos: Iterable[AddrInfoType],
+    *,
+    local_addr_infos: Iterable[AddrInfoType] | None = None,
+    happy_eyeballs_delay: float | None = None,
+    interleave: int | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+    socket_factory: SocketFactoryType | None = None,
+    attempt_timeout: float | None = None,
+    all_errors: bool = False,
+    trace: TraceType | None = None,
+) -> socket.socket:
+    """Connect to the first address that answers, Happy Eyeballs style (RFC 8305).
+
+    Attempts start staggered in time: the next begins *happy_eyeballs_delay* seconds
+    after the previous one started, or at once when the most recent one fails. The
+    first connection wins and every other socket is closed. The winner is a connected,
+    non-blocking socket for ``loop.create_connection(sock=...)``; the caller owns it.
+
+    Args:
+        addr_infos: The addresses, as ``getaddrinfo`` 5-tuples with IP-literal
+            sockaddrs. Any iterable; not mutated.
+        local_addr_infos: Local addresses to bind to. Each attempt tries those of its
+            own family in order; an attempt with none of its family fails.
+        happy_eyeballs_delay: Seconds between attempt starts (RFC 8305 recommends
+            0.25). ``None``: one attempt at a time. ``0``: all at once (CPython's
+            meaning; aiohappyeyeballs treats 0 like ``None``).
+        interleave: Reorder by family first (RFC 8305 section 4), with this many
+            addresses of the first family first. ``None`` means 1 when a delay is
+            given and no reordering otherwise; ``0`` keeps the given order.
+        loop: The running loop (accepted for compatibility; another loop is an error).
+        socket_factory: Makes each attempt's socket from its addr_info, e.g. to set
+            options before the SYN. Its socket is made non-blocking, and closed by us
+            if that attempt loses.
+        attempt_timeout: Seconds after which a pending attempt fails with
+            :class:`TimeoutError` (and the next starts). ``None``: the OS decides.
+        all_errors: Raise an :class:`ExceptionGroup` of every attempt's error instead
+            of one :class:`OSError` (CPython's ``create_connection`` meaning).
+        trace: Called with a :mod:`trace event <happydial>` at every step.
+
+    Returns:
+        The connected socket.
+
+    Raises:
+        OSError: Every attempt failed. Its ``__cause__`` is an :class:`ExceptionGroup`
+            of each attempt's error, each naming its address (see
+            :func:`happydial.failed_addr_infos`).
+        ExceptionGroup: Every attempt failed and *all_errors* is true.
+        TypeError: An argument has the wrong type.
+        ValueError: An argument has a bad value (empty *addr_infos*, a negative or
+            NaN delay, a host name instead of an IP address, ...).
+    """
+    entries = check_addr_infos(addr_infos)
+    if not entries:
+        raise ValueError("addr_infos must not be empty")
+    check_ip_literals(entries, "addr_infos")
+    local = None
+    if local_addr_infos is not None:
+        local = check_addr_infos(local_addr_infos, "local_addr_infos")
+        check_ip_literals(local, "local_addr_infos")
+    delay = check_delay(happy_eyeballs_delay, "happy_eyeballs_delay", allow_zero=True)
+    timeout = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
+    count = _check_interleave(interleave)
+    _check_callable(socket_factory, "socket_factory")
+    _check_callable(trace, "trace")
+    running = _running_loop(loop)
+    if count is None and delay is not None:
+        count = 1  # CPython's default: Happy Eyeballs on means interleaving on
+    if count and len(entries) > 1:
+        entries = _interleave(entries, count)
+    race = ConnectRace(
+        running,
+        delay,
+        local_addr_infos=local,
+        socket_factory=socket_factory,
+        attempt_timeout=timeout,
+        trace=trace,
+    )
+    race.add(entries)
+    sock, _ = await race.connect(all_errors=bool(all_errors))
+    return sock
+

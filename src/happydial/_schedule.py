@@ -1,0 +1,283 @@
+"""The attempt schedule of RFC 8305 section 5, with no I/O of its own.
+
+:class:`Schedule` decides *when* attempts start and *which* outcome ends the race;
+subclasses decide *what* an attempt is (a socket connect in ``_racer.py``, a
+coroutine in ``_staggered.py``). The rules:
+
+* The first attempt starts at once. The next starts ``delay`` seconds after the
+  previous one *started*, or at once when the most recently started attempt fails
+  (section 5). An older attempt failing moves nothing: newer attempts are in flight.
+* ``delay=None``: one attempt at a time, the next when the previous one fails.
+  ``delay=0``: every attempt at once (CPython's meaning; aiohappyeyeballs treats 0
+  like ``None``).
+* ``attempt_timeout``: an attempt pending that long fails with :class:`TimeoutError`,
+  which counts as a failure of that attempt like any other.
+* Items may arrive while the race runs (:meth:`Schedule.add`), for the host-name
+  layer: an attempt that is due when the queue is empty starts when one arrives.
+* The first success wins. Every other attempt is aborted, and when :meth:`run`
+  returns, no timer, callback or task of the schedule is left on the loop.
+
+Invariants: each attempt reports at most once and only while pending; the
+``_done`` future is the only future the schedule creates; a programming error
+(anything that is not a connection failure) ends the race at once and is re-raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+from ._sockets import Attempt
+
+__all__ = ["Schedule", "check_delay"]
+
+ItemT = TypeVar("ItemT")
+
+# What counts as "this attempt failed, try the next one". Anything else is a bug in
+# the caller's code (a socket_factory raising ValueError, a malformed address) and
+# propagates at once, the same on every path. RuntimeError is uvloop's "fd in use by
+# a transport" (aiohappyeyeballs #105).
+FAILURES = (OSError, RuntimeError)
+
+
+def check_delay(value: object, name: str, *, allow_zero: bool) -> float | None:
+    """Validate an optional, finite, non-negative number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a finite, {bound} number of seconds, got {value!r}")
+    return float(value)
+
+
+class Schedule(Generic[ItemT]):
+    """Runs attempts over a queue of items. Subclasses implement the attempts."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        delay: float | None,
+        attempt_timeout: float | None,
+    ) -> None:
+        self.loop = loop
+        self.delay = delay
+        self.attempt_timeout = attempt_timeout
+        self.items: deque[ItemT] = deque()
+        self.started: list[ItemT] = []
+        self.errors: list[BaseException | None] = []
+        self.winner: int | None = None
+        self.bug: BaseException | None = None
+        self._feeding = False
+        self._pending: dict[int, Attempt | None] = {}
+        self._timeouts: dict[int, asyncio.TimerHandle] = {}
+        self._aborted: list[asyncio.Task[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = False
+        self._latest = -1
+        self._launching = False
+        self._scheduling = False
+        self._again = False
+        self._deferred: list[tuple[int, BaseException | None]] = []
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    # -- what subclasses provide ---------------------------------------------
+
+    def launch(self, item: ItemT, index: int) -> Attempt | None:  # pragma: no cover - abstract
+        """Start attempt *index*; report through :meth:`report`. ``None``: nothing to abort."""
+        raise NotImplementedError
+
+    def discard(self, index: int) -> None:
+        """Attempt *index* is over and lost: release what it holds (default: nothing)."""
+
+    def on_success(self, index: int) -> None:
+        """Attempt *index* won (called before the others are aborted)."""
+
+    def on_failure(self, index: int, error: BaseException) -> None:
+        """Attempt *index* failed with *error* (called before the next one starts)."""
+
+    def on_abort(self, index: int) -> None:
+        """Attempt *index* was still pending when the race ended."""
+
+    # -- feeding -------------------------------------------------------------
+
+    def add(self, items: Iterable[ItemT]) -> None:
+        """Queue more items; a due attempt starts at once."""
+        self.items.extend(items)
+        if self._due and self.items and not self._done.done():
+            self._start_next()
+
+    def keep_feeding(self) -> None:
+        """Announce that :meth:`add` may be called after the race has started."""
+        self._feeding = True
+
+    def stop_feeding(self) -> None:
+        """No more items will come; a race with nothing left to try ends."""
+        self._feeding = False
+        if not self._done.done():
+            self._maybe_finish()
+
+    # -- the schedule --------------------------------------------------------
+
+    def _start_next(self) -> None:
+        # Iterative, not recursive: an attempt that fails while it is being launched
+        # (an unreachable network, a bind error) asks for the next one, and with a
+        # long list of such addresses recursion would grow the stack per address.
+        if self._scheduling:
+            self._again = True
+            return
+        self._scheduling = True
+        try:
+            self._again = True
+            while self._again and not self._done.done():
+                self._again = False
+                self._start_one()
+        finally:
+            self._scheduling = False
+
+    def _start_one(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.items:
+            self._due = True
+            self._maybe_finish()
+            return
+        self._due = False
+        item = self.items.popleft()
+        index = len(self.started)
+        self.started.append(item)
+        self.errors.append(None)
+        self._latest = index
+        self._pending[index] = None
+        self._launching = True
+        try:
+            attempt = self.launch(item, index)
+        except FAILURES as exc:
+            # Creating or binding the socket failed: a failure of this attempt.
+            attempt = None
+            self._deferred.append((index, exc))
+        except BaseException as exc:
+            del self._pending[index]
+            self._fail_with_bug(exc)
+            return
+        finally:
+            self._launching = False
+        self._pending[index] = attempt
+        if self.attempt_timeout is not None:
+            self._timeouts[index] = self.loop.call_later(
+                self.attempt_timeout, self._on_attempt_timeout, index
+            )
+        if self.delay is not None and (self.items or self._feeding):
+            if self.delay > 0:
+                self._timer = self.loop.call_later(self.delay, self._on_delay)
+            else:
+                self._again = True  # delay 0: every attempt at once
+        # Outcomes reported while launching are handled now that the attempt is
+        # registered and its timers are armed.
+        deferred, self._deferred = self._deferred, []
+        for done_index, error in deferred:
+            self.report(done_index, error)
+
+    def _on_delay(self) -> None:
+        self._timer = None
+        self._start_next()
+
+    def _on_attempt_timeout(self, index: int) -> None:
+        self._timeouts.pop(index)
+        attempt = self._pending[index]
+        if attempt is not None:
+            task = attempt.abort()
+            if task is not None:
+                self._aborted.append(task)
+        self._pending[index] = None
+        self.report(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
+
+    def report(self, index: int, error: BaseException | None) -> None:
+        """An attempt's outcome: ``None`` for success, else why it failed."""
+        if self._launching:
+            self._deferred.append((index, error))
+            return
+        if index not in self._pending or self._done.done():
+            return
+        del self._pending[index]
+        timeout = self._timeouts.pop(index, None)
+        if timeout is not None:
+            timeout.cancel()
+        if error is None:
+            self.winner = index
+            self.on_success(index)
+            self._finish()
+        elif not isinstance(error, FAILURES):
+            self.discard(index)
+            self._fail_with_bug(error)
+        else:
+            self.errors[index] = error
+            self.discard(index)
+            self.on_failure(index, error)
+            if index == self._latest:
+                self._start_next()
+            else:
+                self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if not self._pending and not self.items and not self._feeding:
+            self._finish()
+
+    def _fail_with_bug(self, exc: BaseException) -> None:
+        self.bug = exc
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for handle in self._timeouts.values():
+            handle.cancel()
+        self._timeouts.clear()
+        for index, attempt in self._pending.items():
+            if attempt is not None:
+                task = attempt.abort()
+                if task is not None:
+                    self._aborted.append(task)
+            self.on_abort(index)
+        self._pending.clear()
+        self._done.set_result(None)
+
+    async def run(self) -> int | None:
+        """Run the race to its end; the winner's index, or ``None`` if every attempt failed.
+
+        Raises:
+            asyncio.CancelledError: The caller was cancelled. Everything was stopped first.
+            BaseException: A programming error raised by an attempt.
+        """
+        if not self._done.done():
+            self._start_next()
+        try:
+            await self._done
+        except asyncio.CancelledError:
+            if not self._done.done():
+                self._finish()
+            await self._wait_aborted()
+            raise
+        await self._wait_aborted()
+        if self.bug is not None:
+            raise self.bug
+        return self.winner
+
+    async def _wait_aborted(self) -> None:
+        """Wait for aborted tasks to end, even if cancelled meanwhile (then re-raise)."""
+        cancelled: asyncio.CancelledError | None = None
+        while self._aborted:
+            tasks, self._aborted = self._aborted, []
+            try:
+                await asyncio.wait(tasks)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+                self._aborted.extend(t for t in tasks if not t.done())
+        if cancelled is not None:
+            raise cancelled

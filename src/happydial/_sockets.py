@@ -1,0 +1,193 @@
+"""The I/O seam: make one attempt's socket, bind it, and start its connect.
+
+Everything that touches a real socket lives here, so the race in ``_racer.py`` is
+pure scheduling. An attempt reports its outcome by calling ``report(index, error)``
+exactly once (``error`` is ``None`` on success) unless it is aborted first; after
+:meth:`abort` it never reports.
+
+Two ways to connect:
+
+* **Writer callbacks** on loops that implement them and keep asyncio's stock
+  ``sock_connect`` (the selector loops and uvloop): a non-blocking ``connect_ex``,
+  then one ``add_writer`` until the kernel says the handshake is done. No task, no
+  future, no coroutine per attempt: this is most of the CPU a race costs.
+* **``loop.sock_connect`` in a task** everywhere else: Windows' proactor loop, which
+  has no ``add_writer``, and any loop whose ``sock_connect`` was overridden (an
+  instrumented loop, or the virtual network of :mod:`happydial.testing`). Aborting
+  cancels the task, and the caller awaits it before closing the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from asyncio.selector_events import BaseSelectorEventLoop
+from collections.abc import Callable
+
+from ._addresses import AddrInfoType, SocketFactoryType
+from ._errors import no_local_address_error
+
+__all__ = ["Attempt", "Report", "make_socket", "start_connect"]
+
+Report = Callable[[int, BaseException | None], None]
+
+_IN_PROGRESS = frozenset((errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN))
+_writer_capable: dict[type, bool] = {}
+
+
+def _uses_writer_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether *loop* has asyncio's (or uvloop's) own ``sock_connect`` and ``add_writer``."""
+    cls = type(loop)
+    capable = _writer_capable.get(cls)
+    if capable is None:
+        method = cls.sock_connect
+        capable = method is BaseSelectorEventLoop.sock_connect or (
+            getattr(method, "__module__", None) == "uvloop.loop"
+        )
+        _writer_capable[cls] = capable
+    # An instance-level override (a test double) must be honoured too.
+    return capable and "sock_connect" not in getattr(loop, "__dict__", ())
+
+
+def make_socket(
+    addr_info: AddrInfoType,
+    local_addr_infos: list[AddrInfoType] | None,
+    socket_factory: SocketFactoryType | None,
+) -> socket.socket:
+    """Create, configure and bind the socket of one attempt.
+
+    Raises:
+        OSError: Socket creation or binding failed; the socket (if any) is closed.
+    """
+    family, type_, proto, _, _ = addr_info
+    if socket_factory is None:
+        sock = socket.socket(family=family, type=type_, proto=proto)
+    else:
+        sock = socket_factory(addr_info)
+        if not isinstance(sock, socket.socket):
+            type_name = type(sock).__name__
+            raise TypeError(f"socket_factory must return a socket.socket, got {type_name}")
+    try:
+        sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
+        if local_addr_infos is not None:
+            _bind(sock, family, local_addr_infos)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind(sock: socket.socket, family: int, local_addr_infos: list[AddrInfoType]) -> None:
+    """Bind to the first local address of *family* that works (CPython's rules)."""
+    error: OSError | None = None
+    for local in local_addr_infos:
+        if local[0] != family:
+            continue
+        laddr = local[4]
+        try:
+            sock.bind(laddr)
+        except OSError as exc:
+            # Keep the whole OS message, as CPython does (aiohappyeyeballs keeps strerror only).
+            error = OSError(
+                exc.errno, f"error while attempting to bind on address {laddr!r}: {str(exc).lower()}"
+            )
+            error.__cause__ = exc
+        else:
+            return
+    raise error if error is not None else no_local_address_error(family)
+
+
+class Attempt:
+    """One connect in flight, and how to stop it."""
+
+    __slots__ = ("_fd", "_loop", "_task")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        task: asyncio.Task[None] | None,
+    ) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._task = task
+
+    def abort(self) -> asyncio.Task[None] | None:
+        """Stop watching the connect. Returns a task to await before closing the socket."""
+        if self._task is None:
+            self._loop.remove_writer(self._fd)
+            return None
+        self._task.cancel()
+        return self._task
+
+
+def start_connect(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    address: tuple[object, ...],
+    index: int,
+    report: Report,
+) -> Attempt | None:
+    """Start connecting *sock* to *address*; the outcome goes to ``report(index, ...)``.
+
+    Returns:
+        The attempt in flight, or ``None`` when it has already reported (the connect
+        finished or failed at once).
+    """
+    if not _uses_writer_callbacks(loop):
+        return _start_with_task(loop, sock, address, index, report)
+    try:
+        err = sock.connect_ex(address)
+    except OSError as exc:
+        report(index, exc)
+        return None
+    if err in _IN_PROGRESS:
+        fd = sock.fileno()
+        loop.add_writer(fd, _on_writable, loop, sock, fd, address, index, report)
+        return Attempt(loop, fd, None)
+    report(index, None if err == 0 else OSError(err, f"Connect call failed {address}"))
+    return None
+
+
+def _on_writable(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    fd: int,
+    address: tuple[object, ...],
+    index: int,
+    report: Report,
+) -> None:
+    loop.remove_writer(fd)
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    # Same message as asyncio's sock_connect, which callers' logs already know.
+    report(index, None if err == 0 else OSError(err, f"Connect call failed {address}"))
+
+
+def _start_with_task(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    address: tuple[object, ...],
+    index: int,
+    report: Report,
+) -> Attempt:
+    task = loop.create_task(_sock_connect(loop, sock, address, index, report))
+    return Attempt(loop, -1, task)
+
+
+async def _sock_connect(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    address: tuple[object, ...],
+    index: int,
+    report: Report,
+) -> None:
+    # The report happens inside the task, not in a done callback, so it runs before
+    # anyone awaiting the task resumes. A cancellation (abort) is not reported; any
+    # other exception is handed to the race, which decides what it means.
+    try:
+        await loop.sock_connect(sock, address)
+    except Exception as exc:  # noqa: BLE001
+        report(index, exc)
+    else:
+        report(index, None)

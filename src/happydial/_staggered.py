@@ -1,0 +1,127 @@
+"""``staggered_race``: the generic primitive, with CPython's semantics.
+
+It runs coroutine functions as tasks on the schedule of ``_schedule.py``: the next
+one starts *delay* seconds after the previous one started, or as soon as the most
+recently started one fails. The first to return wins; the others are cancelled and
+awaited before this returns. Unlike :func:`happydial.start_connection`, anything a
+coroutine raises counts as its failure (only ``KeyboardInterrupt`` and
+``SystemExit`` propagate at once), because the primitive knows nothing of sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+from ._schedule import Schedule, check_delay
+from ._sockets import Attempt
+
+__all__ = ["staggered_race"]
+
+T = TypeVar("T")
+
+
+class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float | None) -> None:
+        super().__init__(loop, delay, None)
+        self.results: dict[int, T] = {}
+        self.source: Iterator[Callable[[], Awaitable[T]]] = iter(())
+
+    def launch(self, item: Callable[[], Awaitable[T]], index: int) -> Attempt:
+        task = self.loop.create_task(self._run_one(item, index))
+        return Attempt(self.loop, -1, task)
+
+    async def _run_one(self, coro_fn: Callable[[], Awaitable[T]], index: int) -> None:
+        try:
+            result = await coro_fn()
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.report(index, exc)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # aborted by the race, or the whole task was cancelled
+            self.report(index, _Failure(exc))  # the coroutine raised it by itself
+        except Exception as exc:  # noqa: BLE001 - recorded as this attempt's failure
+            self.report(index, _Failure(exc))
+        else:
+            self.results[index] = result
+            self.report(index, None)
+
+    def _start_one(self) -> None:
+        # Consume the iterable lazily: take the next coroutine function only when it
+        # is time to start it (CPython does the same).
+        if not self.items:
+            self.items.extend(_take_one(self.source))
+            if not self.items:
+                self.stop_feeding()
+                return
+        super()._start_one()
+
+
+class _Failure(OSError):
+    """Carries any exception through the schedule as a failure of its attempt."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
+
+
+def _take_one(source: Iterator[T]) -> list[T]:
+    for item in source:
+        return [item]
+    return []
+
+
+async def staggered_race(
+    coro_fns: Iterable[Callable[[], Awaitable[T]]],
+    delay: float | None,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> tuple[T | None, int | None, list[BaseException | None]]:
+    """Run coroutine functions staggered in time; the first to succeed wins.
+
+    Args:
+        coro_fns: Functions returning awaitables. Any iterable, consumed lazily: the
+            next function is taken only when its attempt starts.
+        delay: Seconds between starts; ``None`` runs them one after another, and
+            ``0`` starts them all at once (as CPython).
+        loop: The running loop, if given (another loop is an error).
+
+    Returns:
+        ``(winner_result, winner_index, exceptions)``: the result and index of the
+        winner (``None`` and ``None`` if all failed) and one slot per started
+        attempt: the exception it raised, ``CancelledError`` if it was cancelled
+        because another won, else ``None``.
+
+    Raises:
+        TypeError: *delay* is not a number or ``None``.
+        ValueError: *delay* is negative, NaN or infinite.
+        KeyboardInterrupt: Raised by an attempt (as is ``SystemExit``).
+    """
+    checked = check_delay(delay, "delay", allow_zero=True)
+    running = asyncio.get_running_loop()
+    if loop is not None and loop is not running:
+        raise ValueError(f"loop must be the running event loop, got {loop!r}")
+    race: _CoroutineRace[T] = _CoroutineRace(running, checked)
+    race.source = iter(coro_fns)
+    race.keep_feeding()
+    try:
+        winner = await race.run()
+    finally:
+        exceptions = _unwrap(race)
+    if winner is None:
+        return None, None, exceptions
+    return race.results[winner], winner, exceptions
+
+
+def _unwrap(race: _CoroutineRace[T]) -> list[BaseException | None]:
+    exceptions: list[BaseException | None] = []
+    for index, error in enumerate(race.errors):
+        if isinstance(error, _Failure):
+            exceptions.append(error.exc)
+        elif error is None and index != race.winner and index not in race.results:
+            exceptions.append(asyncio.CancelledError())
+        else:
+            exceptions.append(error)
+    return exceptions

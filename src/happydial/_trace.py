@@ -1,0 +1,158 @@
+"""Trace events: what a race did, as small frozen values, for logs, the CLI and tests.
+
+A ``trace`` callable passed to :func:`happydial.start_connection` or
+:func:`happydial.connect` receives one event per step, synchronously, at the moment
+it happens. Events carry the event loop's time (``loop.time()``), so on a virtual
+clock they are exact. When no ``trace`` is given no event object is ever built.
+
+A trace callable must not raise: an exception from it propagates out of the call
+that emitted the event, like any other programming error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._addresses import AddrInfoType
+
+__all__ = [
+    "AttemptCancelled",
+    "AttemptFailed",
+    "AttemptStarted",
+    "AttemptSucceeded",
+    "ResolutionFailed",
+    "ResolutionFinished",
+    "ResolutionStarted",
+    "TraceEvent",
+    "TraceType",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted:
+    """A connection attempt began: its socket exists and ``connect`` was called.
+
+    Attributes:
+        index: The attempt's number in this race, from 0, in start order.
+        addr_info: The address being tried.
+        time: The loop time at which it started.
+    """
+
+    index: int
+    addr_info: AddrInfoType
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailed:
+    """An attempt failed (refused, unreachable, timed out, bind error, ...).
+
+    Attributes:
+        index: The attempt's number in this race.
+        addr_info: The address that was tried.
+        error: Why it failed.
+        time: The loop time of the failure.
+    """
+
+    index: int
+    addr_info: AddrInfoType
+    error: BaseException
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSucceeded:
+    """An attempt connected and won the race.
+
+    Attributes:
+        index: The attempt's number in this race.
+        addr_info: The address now connected.
+        time: The loop time at which it connected.
+    """
+
+    index: int
+    addr_info: AddrInfoType
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptCancelled:
+    """An attempt was stopped because another won, or because the caller was cancelled.
+
+    An attempt that connected in the same loop iteration as the winner is reported
+    here too: its socket is closed.
+
+    Attributes:
+        index: The attempt's number in this race.
+        addr_info: The address that was being tried.
+        time: The loop time at which it was stopped.
+    """
+
+    index: int
+    addr_info: AddrInfoType
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResolutionStarted:
+    """A host-name lookup for one address family began.
+
+    Attributes:
+        host: The name being looked up.
+        family: ``AF_INET6`` or ``AF_INET``.
+        time: The loop time at which it began.
+    """
+
+    host: str
+    family: int
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResolutionFinished:
+    """A lookup answered with addresses.
+
+    Attributes:
+        host: The name that was looked up.
+        family: ``AF_INET6`` or ``AF_INET``.
+        addr_infos: The answer, as addr_info tuples.
+        time: The loop time of the answer.
+    """
+
+    host: str
+    family: int
+    addr_infos: tuple[AddrInfoType, ...]
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResolutionFailed:
+    """A lookup failed, or answered with no address.
+
+    Attributes:
+        host: The name that was looked up.
+        family: ``AF_INET6`` or ``AF_INET``.
+        error: Why.
+        time: The loop time of the failure.
+    """
+
+    host: str
+    family: int
+    error: BaseException
+    time: float
+
+
+TraceEvent = (
+    AttemptStarted
+    | AttemptFailed
+    | AttemptSucceeded
+    | AttemptCancelled
+    | ResolutionStarted
+    | ResolutionFinished
+    | ResolutionFailed
+)
+"""Any of the trace event types."""
+
+TraceType = Callable[[TraceEvent], object]
+"""The type of a ``trace`` callable."""
