@@ -13,6 +13,7 @@ success, failure and cancellation alike. Only the winner leaves the call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterable
 
@@ -42,6 +43,13 @@ def check_ip_literals(addr_infos: list[AddrInfoType], name: str) -> None:
                 f"{name}[{i}]: {host!r} is not an IP address of the entry's family;"
                 " resolve host names first (or use happydial.connect())"
             ) from None
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    # A failing close() (a descriptor someone else closed, as uvloop's handoff can
+    # do) must never replace the caller's result, error or CancelledError.
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 class ConnectRace(Schedule[AddrInfoType]):
@@ -91,19 +99,14 @@ class ConnectRace(Schedule[AddrInfoType]):
         """A failed attempt's socket is closed at once: a long race holds no dead fds."""
         sock = self.sockets.pop(index, None)
         if sock is not None:
-            sock.close()
+            _close_quietly(sock)
 
     def close_losers(self) -> socket.socket | None:
         """Close every socket but the winner's, exactly once; return the winner's."""
         winner = self.sockets.pop(self.winner, None) if self.winner is not None else None
         sockets, self.sockets = self.sockets, {}
         for sock in sockets.values():
-            # close() on a socket object only fails for a bad fd, and a failure here
-            # must never replace the caller's result or CancelledError.
-            try:
-                sock.close()
-            except OSError:  # pragma: no cover - needs a kernel that fails close()
-                pass
+            _close_quietly(sock)
         return winner
 
     async def connect(self, *, all_errors: bool) -> tuple[socket.socket, AddrInfoType]:
@@ -112,12 +115,16 @@ class ConnectRace(Schedule[AddrInfoType]):
         Raises:
             OSError: Every attempt failed (CPython's aggregation; see ``_errors``).
             ExceptionGroup: The same, with ``all_errors=True``.
-            asyncio.CancelledError: The caller was cancelled; nothing is left open.
+            asyncio.CancelledError: The caller was cancelled; nothing is left open,
+                not even a socket that had already won.
         """
         try:
             winner = await self.run()
-        finally:
-            sock = self.close_losers()
+        except BaseException:
+            self.winner = None
+            self.close_losers()
+            raise
+        sock = self.close_losers()
         if winner is None or sock is None:
             errors = [e for e in self.errors if isinstance(e, Exception)]
             if not errors:

@@ -83,6 +83,9 @@ class Schedule(Generic[ItemT]):
         self._scheduling = False
         self._again = False
         self._deferred: list[tuple[int, BaseException | None]] = []
+        self._finished = False
+        # Awaited by run(). A cancelled caller cancels this future too, which is why
+        # the race's own state is the _finished flag, not this future's.
         self._done: asyncio.Future[None] = loop.create_future()
 
     # -- what subclasses provide ---------------------------------------------
@@ -108,7 +111,7 @@ class Schedule(Generic[ItemT]):
     def add(self, items: Iterable[ItemT]) -> None:
         """Queue more items; a due attempt starts at once."""
         self.items.extend(items)
-        if self._due and self.items and not self._done.done():
+        if self._due and self.items and not self._finished:
             self._start_next()
 
     def keep_feeding(self) -> None:
@@ -118,7 +121,7 @@ class Schedule(Generic[ItemT]):
     def stop_feeding(self) -> None:
         """No more items will come; a race with nothing left to try ends."""
         self._feeding = False
-        if not self._done.done():
+        if not self._finished:
             self._maybe_finish()
 
     # -- the schedule --------------------------------------------------------
@@ -133,7 +136,7 @@ class Schedule(Generic[ItemT]):
         self._scheduling = True
         try:
             self._again = True
-            while self._again and not self._done.done():
+            while self._again and not self._finished:
                 self._again = False
                 self._start_one()
         finally:
@@ -202,7 +205,7 @@ class Schedule(Generic[ItemT]):
         if self._launching:
             self._deferred.append((index, error))
             return
-        if index not in self._pending or self._done.done():
+        if index not in self._pending or self._finished:
             return
         del self._pending[index]
         timeout = self._timeouts.pop(index, None)
@@ -246,7 +249,9 @@ class Schedule(Generic[ItemT]):
                     self._aborted.append(task)
             self.on_abort(index)
         self._pending.clear()
-        self._done.set_result(None)
+        self._finished = True
+        if not self._done.done():
+            self._done.set_result(None)
 
     async def run(self) -> int | None:
         """Run the race to its end; the winner's index, or ``None`` if every attempt failed.
@@ -255,12 +260,11 @@ class Schedule(Generic[ItemT]):
             asyncio.CancelledError: The caller was cancelled. Everything was stopped first.
             BaseException: A programming error raised by an attempt.
         """
-        if not self._done.done():
-            self._start_next()
+        self._start_next()
         try:
             await self._done
         except asyncio.CancelledError:
-            if not self._done.done():
+            if not self._finished:
                 self._finish()
             await self._wait_aborted()
             raise

@@ -1,0 +1,164 @@
+"""The lab's near end: one happydial call inside the client namespace, reported as JSON.
+
+Run by the lab as ``ip netns exec <client> python tests/lab/client.py '<spec>'`` with the
+interpreter of the test run and a ``PYTHONPATH`` that finds the happydial under test. The spec
+is a JSON object:
+
+* ``loop``: ``"asyncio"`` (``asyncio.run``) or ``"uvloop"`` (``uvloop.run``);
+* ``call``: ``"start_connection"`` (with ``addr_infos``: ``[family, host, port]`` triples),
+  ``"connect"`` (with ``host`` and ``port``), or ``"getaddrinfo"`` (with ``host`` and
+  ``families``: each resolved concurrently with ``loop.getaddrinfo``, to check the lab's DNS);
+* ``kwargs``: keyword arguments for the call;
+* ``cancel_after``: cancel the call's task after this many seconds, or
+  ``wait_for``: run the call under ``asyncio.wait_for`` with this timeout.
+
+One JSON object on stdout: ``elapsed`` (seconds the call took), ``peer`` (the winner's
+address and port), ``error`` (type, message, notes, the members of its ``__cause__`` group
+and what ``failed_addr_infos`` says), ``cancelled``, ``trace`` (the trace events), and the
+descriptors open in this process before and after the call (the winner closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import happydial
+
+Call = Callable[[], Awaitable[Any]]
+
+
+def open_fds() -> dict[int, str]:
+    """Every descriptor of this process and what it points at."""
+    fds: dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):  # noqa: PTH208 - names are ints, not paths
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # the listing's own descriptor, gone already
+    return fds
+
+
+def describe(error: BaseException) -> dict[str, Any]:
+    """The facts of *error* a scenario asserts on."""
+    cause = error.__cause__
+    members = cause.exceptions if isinstance(cause, BaseExceptionGroup) else ()
+    return {
+        "type": type(error).__name__,
+        "mro": [cls.__name__ for cls in type(error).__mro__],
+        "errno": getattr(error, "errno", None),
+        "message": str(error),
+        "notes": list(getattr(error, "__notes__", ())),
+        "cause_type": type(cause).__name__ if cause is not None else None,
+        "members": [
+            {"type": type(m).__name__, "message": str(m), "notes": list(getattr(m, "__notes__", ()))}
+            for m in members
+        ],
+        "failed": [list(entry[4][:2]) for entry in happydial.failed_addr_infos(error)],
+    }
+
+
+def make_call(spec: dict[str, Any], trace: list[str]) -> Call:
+    """The coroutine function the spec asks for."""
+    kwargs = dict(spec.get("kwargs", {}))
+    started = time.monotonic()
+
+    def record(event: object) -> None:
+        trace.append(f"{time.monotonic() - started:.3f} {event!r}"[:300])
+
+    if spec["call"] == "start_connection":
+        addr_infos = [
+            (
+                family,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                "",
+                (host, port, 0, 0) if family == socket.AF_INET6 else (host, port),
+            )
+            for family, host, port in spec["addr_infos"]
+        ]
+        return lambda: happydial.start_connection(addr_infos, trace=record, **kwargs)
+    if spec["call"] == "connect":
+        connect = happydial.connect  # type: ignore[attr-defined,unused-ignore]
+        return lambda: connect(spec["host"], spec["port"], trace=record, **kwargs)
+    if spec["call"] == "getaddrinfo":
+        return lambda: resolve(spec["host"], spec["families"])
+    raise ValueError(f"unknown call {spec['call']!r}")
+
+
+async def resolve(host: str, families: list[int]) -> dict[str, Any]:
+    """Resolve *host* once per family concurrently; each family's answer and its time."""
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+
+    async def one(family: int) -> dict[str, Any]:
+        try:
+            infos = await loop.getaddrinfo(host, 80, family=family, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            return {"error": str(exc), "elapsed": time.monotonic() - started}
+        addresses = sorted({info[4][0] for info in infos})
+        return {"addresses": addresses, "elapsed": time.monotonic() - started}
+
+    results = await asyncio.gather(*(one(family) for family in families))
+    return {str(family): result for family, result in zip(families, results, strict=True)}
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Make the call the spec asks for and report how it went."""
+    trace: list[str] = []
+    call = make_call(spec, trace)
+    report: dict[str, Any] = {"peer": None, "error": None, "cancelled": False, "result": None}
+    before = open_fds()
+    started = time.monotonic()
+    try:
+        if spec.get("cancel_after") is not None:
+            task = asyncio.ensure_future(call())
+            await asyncio.sleep(spec["cancel_after"])
+            task.cancel()
+            result = await task
+        elif spec.get("wait_for") is not None:
+            result = await asyncio.wait_for(call(), spec["wait_for"])
+        else:
+            result = await call()
+    except asyncio.CancelledError:
+        report["cancelled"] = True
+    except Exception as exc:  # noqa: BLE001 - the error is what the scenario checks
+        report["error"] = describe(exc)
+    else:
+        if isinstance(result, socket.socket):
+            report["peer"] = list(result.getpeername()[:2])
+            report["family"] = result.family
+            report["blocking"] = result.getblocking()
+            result.close()
+        else:
+            report["result"] = result
+    report["elapsed"] = time.monotonic() - started
+    await asyncio.sleep(0)  # let callbacks scheduled by the call's cleanup run
+    after = open_fds()
+    report["fds_before"] = len(before)
+    report["fds_after"] = len(after)
+    report["leaked"] = [f"{fd} -> {after[fd]}" for fd in sorted(set(after) - set(before))]
+    report["trace"] = trace
+    return report
+
+
+def main() -> None:
+    """Run the spec given as the only argument on the loop it names; print the report."""
+    spec = json.loads(sys.argv[1])
+    if spec["loop"] == "uvloop":
+        import uvloop
+
+        report = uvloop.run(run(spec))
+    else:
+        report = asyncio.run(run(spec))
+    sys.stdout.write(json.dumps(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()

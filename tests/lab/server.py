@@ -1,0 +1,185 @@
+"""The lab's far end: an authoritative DNS server and accept-and-hold TCP listeners.
+
+Run as a script inside the server namespace (``ip netns exec <server> python
+tests/lab/server.py --dns 192.0.2.53 ...``). It is not named ``dns.py`` on purpose: a script's
+own directory comes first on ``sys.path``, and that name would shadow dnspython.
+
+DNS: every query is answered on its own schedule (``loop.call_later``), so the A and AAAA
+queries that glibc sends in parallel over one socket get independent delays. Per name and
+record type the zone holds the addresses, a delay and an rcode; a known name without an
+entry for the asked type gets an empty answer at once, an unknown name NXDOMAIN at once.
+
+TCP: a listener per live address; each accepted connection is held open until the client
+closes it. An address of the server namespace without a listener refuses (the kernel
+answers the SYN with a RST).
+
+Control: one JSON object per line on stdin, one JSON reply per line on stdout.
+
+* ``{"op": "zone", "names": {"a.lab.test": {"AAAA": {"addresses": [...], "delay": 2}}}}``
+  adds (or replaces) names; a type entry may also say ``"rcode": "NXDOMAIN"``;
+* ``{"op": "listen", "addresses": ["2001:db8:5::1"], "port": 8080}`` adds listeners;
+* ``{"op": "stats"}`` answers with the queries received and connections accepted.
+
+End of input stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+TTL = 1
+
+
+class DnsProtocol(asyncio.DatagramProtocol):
+    """Answers each query after the delay its name and type ask for."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:  # noqa: BLE001 - a malformed datagram is ignored, not fatal
+            return
+        delay, response = self.server.answer(query)
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, self.send, response.to_wire(), addr)
+
+    def send(self, wire: bytes, addr: tuple[Any, ...]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(wire, addr)
+
+
+class Server:
+    """The zone, the listeners and what they saw."""
+
+    def __init__(self) -> None:
+        self.zone: dict[str, dict[str, dict[str, Any]]] = {}
+        self.listeners: dict[tuple[str, int], asyncio.Server] = {}
+        self.queries: list[dict[str, Any]] = []
+        self.accepted: list[str] = []
+        self.held: set[asyncio.StreamWriter] = set()
+
+    def answer(self, query: dns.message.Message) -> tuple[float, dns.message.Message]:
+        """The response to *query* and the delay before sending it."""
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        if not query.question:
+            response.set_rcode(dns.rcode.FORMERR)
+            return 0.0, response
+        question = query.question[0]
+        name = question.name.to_text().lower()
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        self.queries.append({"name": name, "type": rdtype, "time": time.monotonic()})
+        records = self.zone.get(name)
+        if records is None:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            return 0.0, response
+        entry = records.get(rdtype, {})
+        response.set_rcode(dns.rcode.from_text(entry.get("rcode", "NOERROR")))
+        addresses = entry.get("addresses", [])
+        if addresses and rdtype in {"A", "AAAA"}:
+            response.answer.append(
+                dns.rrset.from_text_list(name, TTL, dns.rdataclass.IN, rdtype, addresses)
+            )
+        return float(entry.get("delay", 0.0)), response
+
+    async def hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Keep an accepted connection open until the client closes it."""
+        peer = writer.get_extra_info("sockname")
+        self.accepted.append(str(peer[0]))
+        self.held.add(writer)
+        try:
+            while await reader.read(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            self.held.discard(writer)
+            writer.close()
+
+    async def command(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Apply one control request; the reply."""
+        op = request["op"]
+        if op == "zone":
+            for name, records in request["names"].items():
+                key = name.lower() if name.endswith(".") else name.lower() + "."
+                self.zone[key] = records
+            return {"ok": True}
+        if op == "listen":
+            port = int(request["port"])
+            for address in request["addresses"]:
+                if (address, port) not in self.listeners:
+                    self.listeners[address, port] = await asyncio.start_server(
+                        self.hold, host=address, port=port, reuse_address=True
+                    )
+            return {"ok": True}
+        if op == "stats":
+            return {"ok": True, "queries": self.queries, "accepted": self.accepted}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def close(self) -> None:
+        """Stop listening and drop held connections."""
+        for listener in self.listeners.values():
+            listener.close()
+        for writer in list(self.held):
+            writer.close()
+        for listener in self.listeners.values():
+            await listener.wait_closed()
+
+
+async def serve(dns_addresses: list[str]) -> None:
+    """Bind the DNS sockets, say ``ready``, and obey stdin until it ends."""
+    loop = asyncio.get_running_loop()
+    server = Server()
+    transports = []
+    for address in dns_addresses:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: DnsProtocol(server), local_addr=(address, 53)
+        )
+        transports.append(transport)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    try:
+        while line := await reader.readline():
+            try:
+                reply = await server.command(json.loads(line))
+            except Exception as exc:  # noqa: BLE001 - report a bad request, keep serving
+                reply = {"ok": False, "error": repr(exc)}
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+    finally:
+        await server.close()
+        for transport in transports:
+            transport.close()
+
+
+def main() -> None:
+    """Parse the arguments and serve."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dns", action="append", required=True, help="address to answer on")
+    args = parser.parse_args()
+    asyncio.run(serve(args.dns))
+
+
+if __name__ == "__main__":
+    main()

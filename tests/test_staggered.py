@@ -1,0 +1,145 @@
+"""staggered_race: CPython's semantics, on a virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from happydial import staggered_race
+
+from .conftest import Runner
+
+
+def attempt(log: list[tuple[str, float]], name: str, delay: float, result: Any) -> Callable[[], Awaitable[Any]]:
+    async def run() -> Any:
+        loop = asyncio.get_running_loop()
+        log.append((name, loop.time()))
+        await asyncio.sleep(delay)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("delay", "plan", "starts", "winner", "end"),
+    [
+        (0.25, [(9, "a"), (0.1, "b")], [0, 0.25], 1, 0.35),
+        (0.25, [(0.1, ValueError("x")), (0.1, "b")], [0, 0.1], 1, 0.2),
+        (None, [(0.3, ValueError("x")), (0.1, "b")], [0, 0.3], 1, 0.4),
+        (0, [(0.3, "a"), (0.1, "b"), (0.2, "c")], [0, 0, 0], 1, 0.1),
+        (0.2, [(0.3, ValueError("x")), (9, "b"), (0.1, "c")], [0, 0.2, 0.4], 2, 0.5),
+        (0.25, [(0.1, ValueError("x")), (0.1, KeyError("y"))], [0, 0.1], None, 0.2),
+    ],
+)
+def test_schedule(
+    vrun: Runner[Any], delay: float | None, plan: list[tuple[float, Any]],
+    starts: list[float], winner: int | None, end: float,
+) -> None:
+    async def main() -> None:
+        log: list[tuple[str, float]] = []
+        fns = [attempt(log, str(i), d, r) for i, (d, r) in enumerate(plan)]
+        result, index, exceptions = await staggered_race(fns, delay)
+        assert [t for _, t in log] == pytest.approx(starts)
+        assert index == winner
+        assert asyncio.get_running_loop().time() == pytest.approx(end)
+        assert len(exceptions) == len(starts)
+        if winner is not None:
+            assert result == plan[winner][1]
+            assert exceptions[winner] is None
+            for i, exc in enumerate(exceptions):
+                if i != winner and not isinstance(plan[i][1], BaseException):
+                    assert isinstance(exc, asyncio.CancelledError)
+        else:
+            assert result is None
+            assert [type(e) for e in exceptions] == [type(r) for _, r in plan]
+
+    vrun(main)
+
+
+def test_iterable_is_consumed_lazily(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        log: list[tuple[str, float]] = []
+        taken: list[float] = []
+
+        def fns() -> Iterator[Callable[[], Awaitable[Any]]]:
+            loop = asyncio.get_running_loop()
+            for i in range(3):
+                taken.append(loop.time())
+                yield attempt(log, str(i), 5.0 if i < 2 else 0.1, i)
+
+        result, index, _ = await staggered_race(fns(), 0.5)
+        assert (result, index) == (2, 2)
+        assert taken == [0.0, 0.5, 1.0]
+
+    vrun(main)
+
+
+def test_empty(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        assert await staggered_race([], 0.25) == (None, None, [])
+
+    vrun(main)
+
+
+def test_keyboard_interrupt_propagates(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        log: list[tuple[str, float]] = []
+        with pytest.raises(KeyboardInterrupt):
+            await staggered_race([attempt(log, "a", 9, "a"), attempt(log, "b", 0.1, KeyboardInterrupt())], 0.1)
+
+    vrun(main)
+
+
+def test_coroutine_raising_cancelled_error_counts_as_failure(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        log: list[tuple[str, float]] = []
+        result, index, exceptions = await staggered_race(
+            [attempt(log, "a", 0.1, asyncio.CancelledError()), attempt(log, "b", 0.1, "b")], 1.0
+        )
+        assert (result, index) == ("b", 1)
+        assert isinstance(exceptions[0], asyncio.CancelledError)
+
+    vrun(main)
+
+
+def test_caller_cancellation(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        log: list[tuple[str, float]] = []
+        task = asyncio.ensure_future(staggered_race([attempt(log, "a", 9, "a"), attempt(log, "b", 9, "b")], 0.1))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    vrun(main)
+
+
+def test_simultaneous_success_keeps_none(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        log: list[tuple[str, float]] = []
+        result, index, exceptions = await staggered_race(
+            [attempt(log, "a", 0.3, "a"), attempt(log, "b", 0.2, "b")], 0.1
+        )
+        assert (result, index) == ("a", 0)
+        assert exceptions[1] is None or isinstance(exceptions[1], asyncio.CancelledError)
+
+    vrun(main)
+
+
+@pytest.mark.parametrize(
+    ("delay", "exc", "match"),
+    [(-1, ValueError, "delay must be a finite"), ("1", TypeError, "delay must be a number")],
+)
+def test_bad_delay(vrun: Runner[Any], delay: Any, exc: type[Exception], match: str) -> None:
+    async def main() -> None:
+        with pytest.raises(exc, match=match):
+            await staggered_race([], delay)
+        with pytest.raises(ValueError, match="loop must be the running event loop"):
+            await staggered_race([], 0.1, loop=object())  # type: ignore[arg-type]
+
+    vrun(main)
