@@ -10,6 +10,9 @@ one way: wrappers and host names -> racer -> schedule and sockets -> address lay
 * ``_staggered``: ``staggered_race``, the generic primitive.
 * ``_errors``: what is raised when every attempt fails.
 * ``_trace``: the events a ``trace`` callable receives.
+* ``_connect``: ``connect``, host names resolved per family in parallel.
+* ``_wrappers``: ``open_connection`` and ``create_connection`` in asyncio's shapes.
+* ``_cli``: ``python -m happydial``.
 """
 
 from ._addresses import AddrInfoType as AddrInfoType
@@ -18,6 +21,9 @@ from ._addresses import addr_to_addr_infos as addr_to_addr_infos
 from ._addresses import interleave_addr_infos as interleave_addr_infos
 from ._addresses import pop_addr_infos_interleave as pop_addr_infos_interleave
 from ._addresses import remove_addr_infos as remove_addr_infos
+from ._connect import Resolver as Resolver
+from ._connect import connect as connect
+from ._connect import getaddrinfo_resolver as getaddrinfo_resolver
 from ._errors import failed_addr_infos as failed_addr_infos
 from ._racer import start_connection as start_connection
 from ._staggered import staggered_race as staggered_race
@@ -31,6 +37,8 @@ from ._trace import ResolutionStarted as ResolutionStarted
 from ._trace import TraceEvent as TraceEvent
 from ._trace import TraceType as TraceType
 from ._version import __version__ as __version__
+from ._wrappers import create_connection as create_connection
+from ._wrappers import open_connection as open_connection
 
 __all__ = [
     "AddrInfoType",
@@ -41,13 +49,18 @@ __all__ = [
     "ResolutionFailed",
     "ResolutionFinished",
     "ResolutionStarted",
+    "Resolver",
     "SocketFactoryType",
     "TraceEvent",
     "TraceType",
     "__version__",
     "addr_to_addr_infos",
+    "connect",
+    "create_connection",
     "failed_addr_infos",
+    "getaddrinfo_resolver",
     "interleave_addr_infos",
+    "open_connection",
     "pop_addr_infos_interleave",
     "remove_addr_infos",
     "staggered_race",

@@ -227,6 +227,11 @@ class Schedule(Generic[ItemT]):
             else:
                 self._maybe_finish()
 
+    def report_bug(self, exc: BaseException) -> None:
+        """End the race with a programming error found outside an attempt."""
+        if not self._finished:
+            self._fail_with_bug(exc)
+
     def _maybe_finish(self) -> None:
         if not self._pending and not self.items and not self._feeding:
             self._finish()

@@ -1,0 +1,319 @@
+"""Host names: resolve IPv6 and IPv4 in parallel and race as soon as RFC 8305 allows.
+
+The story of :func:`connect`, step by step:
+
+1. An IP literal never touches a resolver (``_literal_addr_infos``).
+2. Otherwise one lookup per family starts at once (section 3: "send AAAA and A
+   queries together"). Python's peers ask ``getaddrinfo(AF_UNSPEC)``, which returns
+   only when *both* answers are in: a slow AAAA then costs its full delay.
+3. The race starts empty and is fed as answers arrive (``_Feeder``):
+   an IPv6 answer is fed at once; an IPv4 answer that comes first waits at most
+   ``resolution_delay`` for IPv6 (section 3), then is fed alone.
+4. An answer that arrives while the race runs joins the *untried* addresses in
+   interleaved order (section 4), the other family first, so the alternation goes on.
+5. When a connection wins, lookups still running are abandoned: the default
+   resolver runs ``getaddrinfo`` in a daemon thread of its own rather than the
+   loop's executor, because ``asyncio.run()`` joins that executor at exit and a
+   stuck AAAA lookup would hold the program for seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from . import _trace
+from ._addresses import (
+    AddrInfoType,
+    SocketFactoryType,
+    _check_count,
+    _interleave,
+    _is_int,
+    addr_to_addr_infos,
+    check_addr_infos,
+)
+from ._racer import ConnectRace, _check_callable, check_ip_literals
+from ._schedule import check_delay
+from ._trace import TraceType
+
+__all__ = ["Resolver", "connect", "getaddrinfo_resolver"]
+
+
+class Resolver(Protocol):
+    """A family-specific lookup: ``await resolver(host, port, family)``.
+
+    It returns the addr_infos of *host* for *family* (``AF_INET6`` or ``AF_INET``),
+    with IP-literal sockaddrs and *port* filled in, and raises :class:`OSError`
+    (:class:`socket.gaierror` is one) when the name has no such address. Anything
+    can sit behind it: aiodns, a zeroconf cache, a dictionary.
+    """
+
+    def __call__(self, host: str, port: int, family: int) -> Awaitable[list[AddrInfoType]]:
+        """Look *host* up for one address family."""
+        ...  # pragma: no cover - a protocol
+
+
+async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrInfoType]:
+    """The default resolver: the C library's ``getaddrinfo``, in a daemon thread.
+
+    The thread is not the loop's executor, so an abandoned lookup never delays the
+    caller nor the loop's shutdown; it ends on its own when the C call returns.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
+
+    def lookup() -> None:
+        try:
+            result: Any = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            error = None
+        except OSError as exc:
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(_deliver, answer, result, error)
+        except RuntimeError:  # pragma: no cover - the loop closed while we were looking up
+            pass
+
+    threading.Thread(target=lookup, name=f"happydial-getaddrinfo-{host}", daemon=True).start()
+    return await answer
+
+
+def _deliver(
+    answer: asyncio.Future[list[AddrInfoType]], result: Any, error: OSError | None
+) -> None:
+    if answer.done():
+        return  # abandoned: the race was won (or cancelled) without this answer
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(result)
+
+
+def _literal_addr_infos(host: str, port: int) -> list[AddrInfoType] | None:
+    """The addr_info of an IP literal host (``%zone`` allowed), or ``None`` for a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return addr_to_addr_infos((host, port))
+
+
+class _Feeder:
+    """Feeds a race with lookup answers, by the rules of RFC 8305 sections 3 and 4."""
+
+    def __init__(
+        self,
+        race: ConnectRace,
+        host: str,
+        families: list[int],
+        resolution_delay: float,
+        first_address_family_count: int,
+        trace: TraceType | None,
+    ) -> None:
+        self.race = race
+        self.host = host
+        self.waiting = set(families)
+        self.resolution_delay = resolution_delay
+        self.count = first_address_family_count
+        self.trace = trace
+        self.held: list[AddrInfoType] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.seen: set[tuple[Any, ...]] = set()
+        self.errors: list[OSError] = []
+
+    def answered(self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None) -> None:
+        """One lookup ended, with addresses or with an error."""
+        loop = self.race.loop
+        self.waiting.discard(family)
+        if error is not None:
+            self.errors.append(error)
+            if self.trace is not None:
+                self.trace(_trace.ResolutionFailed(self.host, family, error, loop.time()))
+        elif self.trace is not None:
+            self.trace(_trace.ResolutionFinished(self.host, family, tuple(addr_infos or ()), loop.time()))
+        fresh = [a for a in addr_infos or () if a[4] not in self.seen]
+        self.seen.update(a[4] for a in fresh)
+        if family == socket.AF_INET and socket.AF_INET6 in self.waiting and fresh:
+            # Section 3: IPv4 answered first; give IPv6 the resolution delay.
+            self.held = fresh
+            self.timer = loop.call_later(self.resolution_delay, self._release)
+        else:
+            self._feed(fresh + self._take_held())
+        if not self.waiting:
+            self.race.stop_feeding()
+
+    def _release(self) -> None:
+        self.timer = None
+        self._feed(self._take_held())
+
+    def _take_held(self) -> list[AddrInfoType]:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        held, self.held = self.held, []
+        return held
+
+    def _feed(self, new: list[AddrInfoType]) -> None:
+        """Merge *new* into the untried addresses, in interleaved order (section 4)."""
+        if not new:
+            return
+        race = self.race
+        untried = list(race.items)
+        race.items.clear()
+        if race.started:
+            # Keep alternating: the family not tried last goes first, one at a time.
+            last = race.started[-1][0]
+            combined = untried + new
+            lead = [a for a in combined if a[0] != last]
+            rest = [a for a in combined if a[0] == last]
+            merged = _interleave(lead + rest, 1)
+        else:
+            combined = untried + new
+            v6 = [a for a in combined if a[0] == socket.AF_INET6]
+            merged = _interleave(v6 + [a for a in combined if a[0] != socket.AF_INET6], self.count)
+        race.add(merged)
+
+    def close(self) -> None:
+        """Cancel the resolution-delay timer, if any."""
+        self._take_held()
+
+
+async def _lookup(
+    resolver: Resolver, host: str, port: int, family: int, feeder: _Feeder
+) -> None:
+    loop = feeder.race.loop
+    if feeder.trace is not None:
+        feeder.trace(_trace.ResolutionStarted(host, family, loop.time()))
+    try:
+        answer = await resolver(host, port, family)
+        entries = [a for a in check_addr_infos(answer, "resolver result") if a[0] == family]
+        check_ip_literals(entries, "resolver result")
+        if not entries:
+            raise socket.gaierror(socket.EAI_NODATA, f"no {_family_name(family)} address for {host!r}")
+    except OSError as exc:
+        feeder.answered(family, None, exc)
+    except Exception as exc:
+        # A bug in the resolver: end the race with it (not a "no address" answer).
+        feeder.race.report_bug(exc)
+        raise
+    else:
+        feeder.answered(family, entries, None)
+
+
+def _family_name(family: int) -> str:
+    return "IPv6" if family == socket.AF_INET6 else "IPv4"
+
+
+def _check_host_port(host: object, port: object) -> None:
+    if not isinstance(host, str) or not host:
+        raise TypeError(f"host must be a non-empty str, got {host!r}")
+    if not _is_int(port):
+        raise TypeError(f"port must be an int, got {port!r}")
+    if not 0 <= port <= 65535:  # type: ignore[operator]
+        raise ValueError(f"port must be in 0-65535, got {port!r}")
+
+
+_FAMILIES = {
+    socket.AF_UNSPEC: [socket.AF_INET6, socket.AF_INET],
+    socket.AF_INET6: [socket.AF_INET6],
+    socket.AF_INET: [socket.AF_INET],
+}
+
+
+async def connect(  # noqa: PLR0913 - the knobs of RFC 8305 section 8, plus the racer's
+    host: str,
+    port: int,
+    *,
+    family: int = socket.AF_UNSPEC,
+    happy_eyeballs_delay: float | None = 0.25,
+    first_address_family_count: int = 1,
+    resolution_delay: float = 0.05,
+    local_addr: tuple[str, int] | tuple[str, int, int, int] | None = None,
+    socket_factory: SocketFactoryType | None = None,
+    resolver: Resolver | Callable[[str, int, int], Awaitable[list[AddrInfoType]]] | None = None,
+    attempt_timeout: float | None = None,
+    all_errors: bool = False,
+    trace: TraceType | None = None,
+) -> socket.socket:
+    """Connect to *host*, resolving IPv6 and IPv4 in parallel (RFC 8305).
+
+    Args:
+        host: A host name or an IP literal (``"2001:db8::1"``, ``"fe80::1%eth0"``).
+        port: The TCP port.
+        family: ``AF_UNSPEC`` (both), ``AF_INET6`` or ``AF_INET`` only.
+        happy_eyeballs_delay: Seconds between attempt starts (RFC 8305's Connection
+            Attempt Delay, 250 ms recommended); ``None``: one at a time.
+        first_address_family_count: How many IPv6 addresses go before the first IPv4
+            one (section 4; 1 recommended).
+        resolution_delay: How long an IPv4 answer waits for IPv6 (section 3, 50 ms).
+        local_addr: A local ``(host, port)`` to bind to, as an IP literal.
+        socket_factory: As for :func:`happydial.start_connection`.
+        resolver: An async ``resolver(host, port, family)`` returning addr_infos
+            (see :class:`happydial.Resolver`); default: ``getaddrinfo`` in a thread.
+        attempt_timeout: As for :func:`happydial.start_connection`.
+        all_errors: As for :func:`happydial.start_connection`.
+        trace: Called with every lookup and attempt event.
+
+    Returns:
+        A connected, non-blocking socket, owned by the caller.
+
+    Raises:
+        socket.gaierror: No lookup produced an address; its ``__cause__`` groups the
+            lookup errors of both families.
+        OSError: Every connection attempt failed (see :func:`happydial.start_connection`).
+        TypeError: An argument has the wrong type.
+        ValueError: An argument has a bad value.
+    """
+    _check_host_port(host, port)
+    if family not in _FAMILIES:
+        raise ValueError(f"family must be AF_UNSPEC, AF_INET or AF_INET6, got {family!r}")
+    delay = check_delay(happy_eyeballs_delay, "happy_eyeballs_delay", allow_zero=True)
+    res_delay = check_delay(resolution_delay, "resolution_delay", allow_zero=True)
+    timeout = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
+    count = _check_count(first_address_family_count, "first_address_family_count")
+    local = addr_to_addr_infos(local_addr)
+    _check_callable(socket_factory, "socket_factory")
+    _check_callable(resolver, "resolver")
+    _check_callable(trace, "trace")
+    loop = asyncio.get_running_loop()
+    race = ConnectRace(
+        loop, delay, local_addr_infos=local, socket_factory=socket_factory,
+        attempt_timeout=timeout, trace=trace,
+    )
+    literal = _literal_addr_infos(host, port)
+    if literal is not None:
+        if family != socket.AF_UNSPEC and literal[0][0] != family:
+            raise ValueError(f"host {host!r} is not an address of family {family!r}")
+        race.add(literal)
+        sock, _ = await race.connect(all_errors=all_errors)
+        return sock
+    families = _FAMILIES[family]
+    feeder = _Feeder(race, host, families, res_delay or 0.0, count, trace)
+    race.keep_feeding()
+    lookups = [
+        loop.create_task(_lookup(resolver or getaddrinfo_resolver, host, port, f, feeder))
+        for f in families
+    ]
+    try:
+        sock, _ = await race.connect(all_errors=all_errors)
+    except OSError:
+        if race.started:
+            raise
+        raise _resolution_error(host, feeder.errors) from None
+    finally:
+        feeder.close()
+        for task in lookups:
+            task.cancel()
+        await asyncio.gather(*lookups, return_exceptions=True)
+    return sock
+
+
+def _resolution_error(host: str, errors: list[OSError]) -> socket.gaierror:
+    first = errors[0]
+    code = first.errno if isinstance(first, socket.gaierror) else socket.EAI_NONAME
+    error = socket.gaierror(code, f"cannot resolve {host!r}: " + "; ".join(str(e) for e in errors))
+    error.__cause__ = ExceptionGroup(f"lookups of {host!r} failed", errors)
+    return error

@@ -1,0 +1,106 @@
+"""asyncio-shaped wrappers: ``open_connection`` and ``create_connection`` by host name.
+
+They call :func:`happydial.connect` and hand the socket to asyncio with
+``loop.create_connection(sock=...)``. Two things asyncio's own handoff gets wrong
+for a caller, fixed here:
+
+* With ``ssl`` and no ``server_hostname``, the host name is used, as
+  ``asyncio.open_connection(host, port, ssl=...)`` does (async_stagger raises
+  ``ValueError`` here because the name is lost once only a socket is passed on).
+* If the handoff fails (a TLS handshake error, a cancellation), the socket is
+  closed before the error propagates. uvloop closes and detaches it itself, and
+  closing a detached socket is a no-op, so this is safe on every loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._connect import connect
+
+__all__ = ["create_connection", "open_connection"]
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+_STREAM_LIMIT = 2**16  # asyncio.streams' default buffer limit
+
+
+async def create_connection(  # noqa: PLR0913 - asyncio's parameters, plus connect()'s
+    protocol_factory: Callable[[], P],
+    host: str,
+    port: int,
+    *,
+    ssl: ssl_module.SSLContext | bool | None = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
+    **options: Any,
+) -> tuple[asyncio.Transport, P]:
+    """Like ``loop.create_connection(protocol_factory, host, port)``, with RFC 8305.
+
+    Args:
+        protocol_factory: Makes the protocol, as for asyncio.
+        host: The host name or IP literal.
+        port: The TCP port.
+        ssl: An :class:`ssl.SSLContext`, or ``True`` for a default one.
+        server_hostname: The TLS server name; defaults to *host* when *ssl* is set.
+        ssl_handshake_timeout: As for asyncio.
+        ssl_shutdown_timeout: As for asyncio.
+        **options: Passed to :func:`happydial.connect` (``happy_eyeballs_delay``,
+            ``resolver``, ``trace``, ...).
+
+    Returns:
+        ``(transport, protocol)``.
+    """
+    loop = asyncio.get_running_loop()
+    if ssl and server_hostname is None:
+        server_hostname = host
+    extra: dict[str, Any] = {}
+    if ssl:
+        extra["server_hostname"] = server_hostname
+        extra["ssl_handshake_timeout"] = ssl_handshake_timeout
+        extra["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+    sock = await connect(host, port, **options)
+    try:
+        transport, protocol = await loop.create_connection(
+            protocol_factory, sock=sock, ssl=ssl, **extra
+        )
+    except BaseException:
+        sock.close()
+        raise
+    return transport, protocol  # type: ignore[return-value]
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    limit: int = _STREAM_LIMIT,
+    ssl: ssl_module.SSLContext | bool | None = None,
+    server_hostname: str | None = None,
+    **options: Any,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Like ``asyncio.open_connection(host, port)``, with RFC 8305.
+
+    Args:
+        host: The host name or IP literal.
+        port: The TCP port.
+        limit: The reader's buffer limit, as for asyncio.
+        ssl: An :class:`ssl.SSLContext`, or ``True`` for a default one.
+        server_hostname: The TLS server name; defaults to *host* when *ssl* is set.
+        **options: Passed to :func:`happydial.connect`.
+
+    Returns:
+        ``(reader, writer)``.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await create_connection(
+        lambda: protocol, host, port, ssl=ssl, server_hostname=server_hostname, **options
+    )
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    return reader, writer
