@@ -49,90 +49,153 @@ HANG = math.inf
 
 SCENARIOS = {
     "first wins at once": Scenario(
-        [(A6, 0.1, "connect"), (A4, 0.1, "connect")], {"happy_eyeballs_delay": 0.25},
-        {A6: 0}, A6, 0.1,
+        [(A6, 0.1, "connect"), (A4, 0.1, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0},
+        A6,
+        0.1,
     ),
     "dead IPv6 costs one delay": Scenario(
-        [(A6, HANG, "hang"), (A4, 0.05, "connect")], {"happy_eyeballs_delay": 0.25},
-        {A6: 0, A4: 0.25}, A4, 0.30,
+        [(A6, HANG, "hang"), (A4, 0.05, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.25},
+        A4,
+        0.30,
     ),
     "failure of the newest attempt starts the next at once": Scenario(
-        [(A6, 0.1, "refuse"), (A4, 0.05, "connect")], {"happy_eyeballs_delay": 0.25},
-        {A6: 0, A4: 0.1}, A4, 0.15,
+        [(A6, 0.1, "refuse"), (A4, 0.05, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.1},
+        A4,
+        0.15,
     ),
     "failure of an older attempt moves nothing": Scenario(
         [(A6, 0.3, "refuse"), (B6, HANG, "hang"), (C6, 0.1, "connect")],
         {"happy_eyeballs_delay": 0.2},
-        {A6: 0, B6: 0.2, C6: 0.4}, C6, 0.5,
+        {A6: 0, B6: 0.2, C6: 0.4},
+        C6,
+        0.5,
     ),
     "a slow only-reachable address is not abandoned": Scenario(
-        [(A6, 0.01, "unreachable"), (A4, 5.0, "connect")], {"happy_eyeballs_delay": 0.25},
-        {A6: 0, A4: 0.01}, A4, 5.01,
+        [(A6, 0.01, "unreachable"), (A4, 5.0, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.01},
+        A4,
+        5.01,
     ),
     "delay None is one at a time": Scenario(
-        [(A6, 1.0, "refuse"), (A4, 0.5, "connect")], {"happy_eyeballs_delay": None},
-        {A6: 0, A4: 1.0}, A4, 1.5,
+        [(A6, 1.0, "refuse"), (A4, 0.5, "connect")],
+        {"happy_eyeballs_delay": None},
+        {A6: 0, A4: 1.0},
+        A4,
+        1.5,
     ),
     "delay None keeps the given order": Scenario(
-        [(A6, 0.1, "refuse"), (B6, 0.1, "refuse"), (A4, 0.1, "connect")], {},
-        {A6: 0, B6: 0.1, A4: 0.2}, A4, 0.3,
+        [(A6, 0.1, "refuse"), (B6, 0.1, "refuse"), (A4, 0.1, "connect")],
+        {},
+        {A6: 0, B6: 0.1, A4: 0.2},
+        A4,
+        0.3,
     ),
     "delay 0 starts everything at once (CPython's meaning)": Scenario(
         [(A6, HANG, "hang"), (A4, 0.3, "connect"), (B4, 0.5, "connect")],
         {"happy_eyeballs_delay": 0, "interleave": 0},
-        {A6: 0, A4: 0, B4: 0}, A4, 0.3,
+        {A6: 0, A4: 0, B4: 0},
+        A4,
+        0.3,
     ),
     "tiny delay": Scenario(
         [(A6, HANG, "hang"), (A4, HANG, "hang"), (B6, 0.001, "connect")],
         {"happy_eyeballs_delay": 1e-6},
-        {A6: 0, A4: 1e-6, B6: 2e-6}, B6, 0.001002,
+        {A6: 0, A4: 1e-6, B6: 2e-6},
+        B6,
+        0.001002,
     ),
     "large delay never reached": Scenario(
-        [(A6, 5.0, "connect"), (A4, 0.1, "connect")], {"happy_eyeballs_delay": 10.0},
-        {A6: 0}, A6, 5.0,
+        [(A6, 5.0, "connect"), (A4, 0.1, "connect")],
+        {"happy_eyeballs_delay": 10.0},
+        {A6: 0},
+        A6,
+        5.0,
     ),
     "everything refused": Scenario(
-        [(A6, 0.1, "refuse"), (A4, 0.2, "refuse")], {"happy_eyeballs_delay": 0.25},
-        {A6: 0, A4: 0.1}, None, 0.3, error="Multiple exceptions",
+        [(A6, 0.1, "refuse"), (A4, 0.2, "refuse")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.1},
+        None,
+        0.3,
+        error="Multiple exceptions",
     ),
     "simultaneous winners: the first reported wins, the other is closed": Scenario(
-        [(A6, 0.5, "connect"), (A4, 0.25, "connect")], {"happy_eyeballs_delay": 0.25},
-        {A6: 0, A4: 0.25}, A6, 0.5,
+        [(A6, 0.5, "connect"), (A4, 0.25, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.25},
+        A6,
+        0.5,
     ),
     "interleave puts IPv4 second": Scenario(
         [(A6, HANG, "hang"), (B6, HANG, "hang"), (A4, 0.05, "connect")],
         {"happy_eyeballs_delay": 0.25},
-        {A6: 0, A4: 0.25}, A4, 0.3,
+        {A6: 0, A4: 0.25},
+        A4,
+        0.3,
     ),
     "interleave 0 keeps the order": Scenario(
         [(A6, HANG, "hang"), (B6, HANG, "hang"), (A4, 0.05, "connect")],
         {"happy_eyeballs_delay": 0.25, "interleave": 0},
-        {A6: 0, B6: 0.25, A4: 0.5}, A4, 0.55,
+        {A6: 0, B6: 0.25, A4: 0.5},
+        A4,
+        0.55,
     ),
     "interleave 2 gives the first family two slots": Scenario(
         [(A6, HANG, "hang"), (B6, HANG, "hang"), (A4, 0.05, "connect")],
         {"happy_eyeballs_delay": 0.25, "interleave": 2},
-        {A6: 0, B6: 0.25, A4: 0.5}, A4, 0.55,
+        {A6: 0, B6: 0.25, A4: 0.5},
+        A4,
+        0.55,
     ),
     "interleave without a delay reorders a sequential run": Scenario(
-        [(A6, 0.1, "refuse"), (B6, 0.1, "refuse"), (A4, 0.1, "connect")], {"interleave": 1},
-        {A6: 0, A4: 0.1}, A4, 0.2,
+        [(A6, 0.1, "refuse"), (B6, 0.1, "refuse"), (A4, 0.1, "connect")],
+        {"interleave": 1},
+        {A6: 0, A4: 0.1},
+        A4,
+        0.2,
     ),
     "attempt_timeout moves a sequential run past dead addresses": Scenario(
         [(A6, HANG, "hang"), (B6, HANG, "hang"), (A4, 0.1, "connect")],
         {"attempt_timeout": 1.0, "interleave": 0},
-        {A6: 0, B6: 1.0, A4: 2.0}, A4, 2.1,
+        {A6: 0, B6: 1.0, A4: 2.0},
+        A4,
+        2.1,
     ),
     "attempt_timeout in a race fails the attempt early": Scenario(
         [(A6, HANG, "hang"), (A4, HANG, "hang")],
         {"attempt_timeout": 0.1, "happy_eyeballs_delay": 0.25},
-        {A6: 0, A4: 0.1}, None, 0.2, error="connect timed out after 0.1 s",
+        {A6: 0, A4: 0.1},
+        None,
+        0.2,
+        error="connect timed out after 0.1 s",
+    ),
+    "attempt_timeout timers are cancelled when another attempt wins": Scenario(
+        [(A6, HANG, "hang"), (A4, 0.05, "connect")],
+        {"attempt_timeout": 1.0, "happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.25},
+        A4,
+        0.3,
     ),
     "a single address": Scenario(
-        [(A4, 0.2, "connect")], {"happy_eyeballs_delay": 0.25}, {A4: 0}, A4, 0.2,
+        [(A4, 0.2, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A4: 0},
+        A4,
+        0.2,
     ),
     "a single refused address raises its own error": Scenario(
-        [(A4, 0.2, "refuse")], {"happy_eyeballs_delay": 0.25}, {A4: 0}, None, 0.2,
+        [(A4, 0.2, "refuse")],
+        {"happy_eyeballs_delay": 0.25},
+        {A4: 0},
+        None,
+        0.2,
         error=r"\[Errno 111\] Connect call failed \('192.0.2.1', 80\)",
     ),
 }
@@ -198,7 +261,9 @@ def assert_error_lists_attempts(error: OSError, scenario: Scenario) -> None:
 
 
 def test_errno_kept_when_all_agree(vrun: Runner[Any]) -> None:
-    result, _ = run_scenario(vrun, Scenario([(A6, 0.1, "refuse"), (A4, 0.1, "refuse")], {}, {}, None, 0))
+    result, _ = run_scenario(
+        vrun, Scenario([(A6, 0.1, "refuse"), (A4, 0.1, "refuse")], {}, {}, None, 0)
+    )
     assert isinstance(result, ConnectionRefusedError)
     assert result.errno == errno.ECONNREFUSED
     assert str(result).startswith("[Errno 111] Multiple exceptions: ")
@@ -211,7 +276,9 @@ def test_mixed_errnos_give_a_plain_oserror(vrun: Runner[Any]) -> None:
     assert type(result) is OSError
     assert result.errno is None
     assert "Multiple exceptions: [Errno 101]" in str(result)
-    assert "while connecting to [2001:db8::a]:80" in "".join(result.__cause__.exceptions[0].__notes__)  # type: ignore[union-attr]
+    assert "while connecting to [2001:db8::a]:80" in "".join(
+        result.__cause__.exceptions[0].__notes__
+    )  # type: ignore[union-attr]
 
 
 def test_all_errors_raises_the_group(vrun: Runner[Any]) -> None:
@@ -223,7 +290,10 @@ def test_all_errors_raises_the_group(vrun: Runner[Any]) -> None:
             await start_connection(
                 [ai(A6), ai(A4)], all_errors=True, socket_factory=net.socket_factory
             )
-        assert [type(e) for e in info.value.exceptions] == [ConnectionRefusedError, ConnectionResetError]
+        assert [type(e) for e in info.value.exceptions] == [
+            ConnectionRefusedError,
+            ConnectionResetError,
+        ]
         assert [a[4][0] for a in failed_addr_infos(info.value)] == [A6, A4]
 
     vrun(main)
@@ -310,8 +380,9 @@ def test_close_errors_never_replace_the_outcome(vrun: Runner[Any]) -> None:
             net.sockets.append(sock)
             return sock
 
-        sock = await start_connection([ai(A6), ai(A4), ai(B6)], happy_eyeballs_delay=0.05,
-                                      socket_factory=factory)
+        sock = await start_connection(
+            [ai(A6), ai(A4), ai(B6)], happy_eyeballs_delay=0.05, socket_factory=factory
+        )
         assert sock.getpeername if sock is not None else False
         socket.socket.close(sock)
 
@@ -330,15 +401,21 @@ def test_bind_picks_the_family_and_reports_the_os_message(vrun: Runner[Any]) -> 
         net.script(A4, delay=0.1)
         net.bind_errors["192.0.2.50"] = OSError(errno.EADDRINUSE, "Address already in use")
         local = [ai("192.0.2.50", 0), ai("192.0.2.51", 0), ai("2001:db8::50", 0)]
-        sock = await start_connection([ai(A4)], local_addr_infos=local, socket_factory=net.socket_factory)
+        sock = await start_connection(
+            [ai(A4)], local_addr_infos=local, socket_factory=net.socket_factory
+        )
         assert isinstance(sock, FakeSocket)
         assert sock.bound_to == ("192.0.2.51", 0)
         sock.close()
         with pytest.raises(OSError, match="address already in use") as info:
-            await start_connection([ai(A4)], local_addr_infos=local[:1], socket_factory=net.socket_factory)
+            await start_connection(
+                [ai(A4)], local_addr_infos=local[:1], socket_factory=net.socket_factory
+            )
         assert info.value.errno == errno.EADDRINUSE
         assert "error while attempting to bind on address ('192.0.2.50', 0)" in str(info.value)
-        sock = await start_connection([ai(A6)], local_addr_infos=local, socket_factory=net.socket_factory)
+        sock = await start_connection(
+            [ai(A6)], local_addr_infos=local, socket_factory=net.socket_factory
+        )
         assert isinstance(sock, FakeSocket)
         assert sock.bound_to == ("2001:db8::50", 0, 0, 0)
         sock.close()
@@ -352,7 +429,9 @@ def test_no_local_address_of_the_family(vrun: Runner[Any]) -> None:
         net.script(A4, delay=0.1)
         local = [ai("192.0.2.50", 0)]
         sock = await start_connection(
-            [ai(A6), ai(A4)], local_addr_infos=local, happy_eyeballs_delay=0.25,
+            [ai(A6), ai(A4)],
+            local_addr_infos=local,
+            happy_eyeballs_delay=0.25,
             socket_factory=net.socket_factory,
         )
         # The IPv6 attempt failed without a connect, so IPv4 started at once.
@@ -379,8 +458,11 @@ def test_cancellation_at_every_stage(vrun: Runner[Any], at: float) -> None:
         net.script(A4, delay=0.3, outcome="refuse")
         net.script(B6, delay=1.0)
         task = loop.create_task(
-            start_connection([ai(A6), ai(A4), ai(B6)], happy_eyeballs_delay=0.25,
-                             socket_factory=net.socket_factory)
+            start_connection(
+                [ai(A6), ai(A4), ai(B6)],
+                happy_eyeballs_delay=0.25,
+                socket_factory=net.socket_factory,
+            )
         )
         await asyncio.sleep(at)
         task.cancel()
@@ -415,8 +497,9 @@ def test_cancellation_during_cleanup_is_not_swallowed(vrun: Runner[Any]) -> None
         net.script(A6, outcome="hang")
         net.script(A4, delay=0.05)
         task = loop.create_task(
-            start_connection([ai(A6), ai(A4)], happy_eyeballs_delay=0.25,
-                             socket_factory=net.socket_factory)
+            start_connection(
+                [ai(A6), ai(A4)], happy_eyeballs_delay=0.25, socket_factory=net.socket_factory
+            )
         )
         await asyncio.sleep(0.5)  # A4 won at 0.3; the loser stops at 1.3
         task.cancel()
@@ -444,9 +527,7 @@ def test_cancelled_caller_twice_during_cleanup(vrun: Runner[Any]) -> None:
 
         loop.sock_connect = slow_to_cancel  # type: ignore[method-assign]
         net.script(A6, outcome="hang")
-        task = loop.create_task(
-            start_connection([ai(A6)], socket_factory=net.socket_factory)
-        )
+        task = loop.create_task(start_connection([ai(A6)], socket_factory=net.socket_factory))
         await asyncio.sleep(0.1)
         task.cancel()
         await asyncio.sleep(0.1)
@@ -466,19 +547,43 @@ def test_cancelled_caller_twice_during_cleanup(vrun: Runner[Any]) -> None:
 BAD_ARGS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"addr_infos": []}, ValueError, "addr_infos must not be empty"),
     ({"addr_infos": "192.0.2.1"}, TypeError, "addr_infos must be an iterable"),
-    ({"addr_infos": [ai("example.com")]}, ValueError, r"addr_infos\[0\]: 'example.com' is not an IP"),
-    ({"addr_infos": [(socket.AF_INET, STREAM, TCP, "", ("::1", 80))]}, ValueError, "is not an IP address of the entry's family"),
-    ({"happy_eyeballs_delay": -0.1}, ValueError, "happy_eyeballs_delay must be a finite, non-negative"),
+    (
+        {"addr_infos": [ai("example.com")]},
+        ValueError,
+        r"addr_infos\[0\]: 'example.com' is not an IP",
+    ),
+    (
+        {"addr_infos": [(socket.AF_INET, STREAM, TCP, "", ("::1", 80))]},
+        ValueError,
+        "is not an IP address of the entry's family",
+    ),
+    (
+        {"happy_eyeballs_delay": -0.1},
+        ValueError,
+        "happy_eyeballs_delay must be a finite, non-negative",
+    ),
     ({"happy_eyeballs_delay": math.nan}, ValueError, "happy_eyeballs_delay must be a finite"),
     ({"happy_eyeballs_delay": math.inf}, ValueError, "happy_eyeballs_delay must be a finite"),
-    ({"happy_eyeballs_delay": "0.25"}, TypeError, "happy_eyeballs_delay must be a number of seconds or None, got '0.25'"),
+    (
+        {"happy_eyeballs_delay": "0.25"},
+        TypeError,
+        "happy_eyeballs_delay must be a number of seconds or None, got '0.25'",
+    ),
     ({"happy_eyeballs_delay": True}, TypeError, "happy_eyeballs_delay must be a number"),
-    ({"attempt_timeout": 0}, ValueError, "attempt_timeout must be a finite, positive number of seconds, got 0"),
+    (
+        {"attempt_timeout": 0},
+        ValueError,
+        "attempt_timeout must be a finite, positive number of seconds, got 0",
+    ),
     ({"interleave": -1}, ValueError, "interleave must be 0 .keep the order. or more, got -1"),
     ({"interleave": 1.5}, TypeError, "interleave must be an int or None, got 1.5"),
     ({"socket_factory": 42}, TypeError, "socket_factory must be callable or None, got 42"),
     ({"trace": "print"}, TypeError, "trace must be callable or None, got 'print'"),
-    ({"local_addr_infos": [ai("localhost", 0)]}, ValueError, r"local_addr_infos\[0\]: 'localhost' is not an IP"),
+    (
+        {"local_addr_infos": [ai("localhost", 0)]},
+        ValueError,
+        r"local_addr_infos\[0\]: 'localhost' is not an IP",
+    ),
     ({"local_addr_infos": [("x",)]}, ValueError, r"local_addr_infos\[0\] must be a 5-tuple"),
     ({"loop": "other"}, ValueError, "loop must be the running event loop"),
 ]
@@ -503,7 +608,14 @@ def test_signature_is_a_drop_in_for_aiohappyeyeballs() -> None:
     import inspect
 
     params = inspect.signature(start_connection).parameters
-    upstream = ["addr_infos", "local_addr_infos", "happy_eyeballs_delay", "interleave", "loop", "socket_factory"]
+    upstream = [
+        "addr_infos",
+        "local_addr_infos",
+        "happy_eyeballs_delay",
+        "interleave",
+        "loop",
+        "socket_factory",
+    ]
     assert list(params)[: len(upstream)] == upstream
     assert params["addr_infos"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
     for name in upstream[1:]:
@@ -527,22 +639,102 @@ def test_trace_tells_the_story(vrun: Runner[Any]) -> None:
         net.script(A4, delay=0.1)
         events: list[happydial.TraceEvent] = []
         sock = await start_connection(
-            [ai(B6), ai(A6), ai(A4)], happy_eyeballs_delay=0.25, interleave=0,
-            socket_factory=net.socket_factory, trace=events.append,
+            [ai(B6), ai(A6), ai(A4)],
+            happy_eyeballs_delay=0.25,
+            interleave=0,
+            socket_factory=net.socket_factory,
+            trace=events.append,
         )
         sock.close()
         story = [(type(e).__name__, e.index, round(e.time, 9)) for e in events]  # type: ignore[union-attr]
-        assert story == ([
-            ("AttemptStarted", 0, 0.0),
-            ("AttemptFailed", 0, 0.05),
-            ("AttemptStarted", 1, 0.05),
-            ("AttemptStarted", 2, 0.30),
-            ("AttemptSucceeded", 2, 0.40),
-            ("AttemptCancelled", 1, 0.40),
-        ])
+        assert story == (
+            [
+                ("AttemptStarted", 0, 0.0),
+                ("AttemptFailed", 0, 0.05),
+                ("AttemptStarted", 1, 0.05),
+                ("AttemptStarted", 2, 0.30),
+                ("AttemptSucceeded", 2, 0.40),
+                ("AttemptCancelled", 1, 0.40),
+            ]
+        )
         failed = events[1]
         assert isinstance(failed, happydial.AttemptFailed)
         assert isinstance(failed.error, ConnectionRefusedError)
         assert failed.addr_info == ai(B6)
 
     vrun(main)
+
+
+def test_cancellation_in_the_same_iteration_as_the_win(vrun: Runner[Any]) -> None:
+    # The caller is cancelled while the winner is being declared: it must see
+    # CancelledError, and the socket that won must be closed, not leaked.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        net = FakeNetwork(loop)
+        net.script(A6, outcome="hang")
+        net.script(A4, delay=0.05)
+        task: asyncio.Task[socket.socket] | None = None
+
+        def trace(event: happydial.TraceEvent) -> None:
+            if isinstance(event, happydial.AttemptSucceeded) and task is not None:
+                task.cancel()
+
+        task = loop.create_task(
+            start_connection(
+                [ai(A6), ai(A4)],
+                happy_eyeballs_delay=0.25,
+                socket_factory=net.socket_factory,
+                trace=trace,
+            )
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert net.open_sockets == []
+        assert all(s.close_count == 1 for s in net.sockets)
+
+    vrun(main)
+
+
+def test_a_loser_that_connects_anyway_is_closed(vrun: Runner[Any]) -> None:
+    # Cancellation can arrive too late: the loser's connect completes regardless.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        net = FakeNetwork(loop)
+        plain = net.sock_connect
+
+        async def ignores_cancel(sock: socket.socket, address: Any) -> None:
+            try:
+                await plain(sock, address)
+            except asyncio.CancelledError:
+                return  # "connected" after all
+
+        loop.sock_connect = ignores_cancel  # type: ignore[method-assign]
+        net.script(A6, outcome="hang")
+        net.script(A4, delay=0.05)
+        sock = await start_connection(
+            [ai(A6), ai(A4)], happy_eyeballs_delay=0.25, socket_factory=net.socket_factory
+        )
+        assert isinstance(sock, FakeSocket)
+        assert sock.addr_info == ai(A4)
+        assert [s.close_count for s in net.sockets] == [1, 0]
+        sock.close()
+
+    vrun(main)
+
+
+def test_error_notes_name_link_local_scopes(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop())
+        net.script("fe80::1", delay=0.01, outcome="refuse")
+        addr = (socket.AF_INET6, STREAM, TCP, "", ("fe80::1", 80, 0, 2))
+        with pytest.raises(ConnectionRefusedError) as info:
+            await start_connection([addr], socket_factory=net.socket_factory)
+        assert "while connecting to [fe80::1%2]:80" in info.value.__notes__
+        assert failed_addr_infos(info.value) == [addr]
+
+    vrun(main)
+
+
+def test_failed_addr_infos_ignores_foreign_errors() -> None:
+    assert failed_addr_infos(ExceptionGroup("x", [OSError("y")])) == []
+    assert failed_addr_infos(OSError("plain")) == []

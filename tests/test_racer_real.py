@@ -157,8 +157,12 @@ class _InstantSocket(socket.socket):
         return self.result
 
 
-@pytest.mark.parametrize("result", [0, errno.ENETUNREACH, OSError(errno.EACCES, "Permission denied")])
-def test_connect_that_ends_at_once(run: Runner[Any], result: int | OSError, no_fd_leak: None) -> None:
+@pytest.mark.parametrize(
+    "result", [0, errno.ENETUNREACH, OSError(errno.EACCES, "Permission denied")]
+)
+def test_connect_that_ends_at_once(
+    run: Runner[Any], result: int | OSError, no_fd_leak: None
+) -> None:
     def factory(addr_info: AddrInfoType) -> socket.socket:
         sock = _InstantSocket(addr_info[0], addr_info[1], addr_info[2])
         sock.result = result
@@ -190,3 +194,13 @@ def test_fds_back_at_baseline_after_many_races(
 
     run(main)
     assert open_fds() - before == set()
+
+
+def test_attempt_timeout_on_real_sockets(run: Runner[Any], dead: int, no_fd_leak: None) -> None:
+    async def main() -> None:
+        addrs = [ai("127.0.0.2", dead), ai("127.0.0.2", dead)]
+        with pytest.raises(TimeoutError, match="connect timed out after 0.05 s") as info:
+            await start_connection(addrs, attempt_timeout=0.05, happy_eyeballs_delay=1.0)
+        assert len(failed_addr_infos(info.value)) == 2
+
+    run(main)

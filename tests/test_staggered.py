@@ -13,7 +13,9 @@ from happydial import staggered_race
 from .conftest import Runner
 
 
-def attempt(log: list[tuple[str, float]], name: str, delay: float, result: Any) -> Callable[[], Awaitable[Any]]:
+def attempt(
+    log: list[tuple[str, float]], name: str, delay: float, result: Any
+) -> Callable[[], Awaitable[Any]]:
     async def run() -> Any:
         loop = asyncio.get_running_loop()
         log.append((name, loop.time()))
@@ -37,8 +39,12 @@ def attempt(log: list[tuple[str, float]], name: str, delay: float, result: Any) 
     ],
 )
 def test_schedule(
-    vrun: Runner[Any], delay: float | None, plan: list[tuple[float, Any]],
-    starts: list[float], winner: int | None, end: float,
+    vrun: Runner[Any],
+    delay: float | None,
+    plan: list[tuple[float, Any]],
+    starts: list[float],
+    winner: int | None,
+    end: float,
 ) -> None:
     async def main() -> None:
         log: list[tuple[str, float]] = []
@@ -90,7 +96,9 @@ def test_keyboard_interrupt_propagates(vrun: Runner[Any]) -> None:
     async def main() -> None:
         log: list[tuple[str, float]] = []
         with pytest.raises(KeyboardInterrupt):
-            await staggered_race([attempt(log, "a", 9, "a"), attempt(log, "b", 0.1, KeyboardInterrupt())], 0.1)
+            await staggered_race(
+                [attempt(log, "a", 9, "a"), attempt(log, "b", 0.1, KeyboardInterrupt())], 0.1
+            )
 
     vrun(main)
 
@@ -110,7 +118,9 @@ def test_coroutine_raising_cancelled_error_counts_as_failure(vrun: Runner[Any]) 
 def test_caller_cancellation(vrun: Runner[Any]) -> None:
     async def main() -> None:
         log: list[tuple[str, float]] = []
-        task = asyncio.ensure_future(staggered_race([attempt(log, "a", 9, "a"), attempt(log, "b", 9, "b")], 0.1))
+        task = asyncio.ensure_future(
+            staggered_race([attempt(log, "a", 9, "a"), attempt(log, "b", 9, "b")], 0.1)
+        )
         await asyncio.sleep(0.2)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -77,8 +77,12 @@ async def _connect_once(args: argparse.Namespace, out: TextIO) -> int:
     family = {None: socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}[args.family]
     try:
         sock = await connect(
-            args.host, args.port, family=family, happy_eyeballs_delay=args.delay,
-            attempt_timeout=args.timeout, trace=timeline,
+            args.host,
+            args.port,
+            family=family,
+            happy_eyeballs_delay=args.delay,
+            attempt_timeout=args.timeout,
+            trace=timeline,
         )
     except OSError as exc:
         error = str(exc).splitlines()[0]

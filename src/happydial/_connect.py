@@ -68,7 +68,9 @@ async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrIn
 
     def lookup() -> None:
         try:
-            result: Any = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            result: Any = socket.getaddrinfo(
+                host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP
+            )
             error = None
         except OSError as exc:
             result, error = None, exc
@@ -124,7 +126,9 @@ class _Feeder:
         self.seen: set[tuple[Any, ...]] = set()
         self.errors: list[OSError] = []
 
-    def answered(self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None) -> None:
+    def answered(
+        self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None
+    ) -> None:
         """One lookup ended, with addresses or with an error."""
         loop = self.race.loop
         self.waiting.discard(family)
@@ -133,9 +137,14 @@ class _Feeder:
             if self.trace is not None:
                 self.trace(_trace.ResolutionFailed(self.host, family, error, loop.time()))
         elif self.trace is not None:
-            self.trace(_trace.ResolutionFinished(self.host, family, tuple(addr_infos or ()), loop.time()))
-        fresh = [a for a in addr_infos or () if a[4] not in self.seen]
-        self.seen.update(a[4] for a in fresh)
+            self.trace(
+                _trace.ResolutionFinished(self.host, family, tuple(addr_infos or ()), loop.time())
+            )
+        fresh = []
+        for entry in addr_infos or ():
+            if entry[4] not in self.seen:  # zeroconf, for one, repeats addresses
+                self.seen.add(entry[4])
+                fresh.append(entry)
         if family == socket.AF_INET and socket.AF_INET6 in self.waiting and fresh:
             # Section 3: IPv4 answered first; give IPv6 the resolution delay.
             self.held = fresh
@@ -161,19 +170,19 @@ class _Feeder:
         if not new:
             return
         race = self.race
-        untried = list(race.items)
+        combined = [*race.items, *new]
         race.items.clear()
-        if race.started:
-            # Keep alternating: the family not tried last goes first, one at a time.
-            last = race.started[-1][0]
-            combined = untried + new
-            lead = [a for a in combined if a[0] != last]
-            rest = [a for a in combined if a[0] == last]
-            merged = _interleave(lead + rest, 1)
+        v6 = [a for a in combined if a[0] == socket.AF_INET6]
+        v4 = [a for a in combined if a[0] != socket.AF_INET6]
+        tried_v6 = sum(1 for a in race.started if a[0] == socket.AF_INET6)
+        if not race.started or (race.started[-1][0] == socket.AF_INET6 and tried_v6 < self.count):
+            # IPv6 (preferred by RFC 6724's default policy) still has some of its
+            # First Address Family Count to use.
+            merged = _interleave(v6 + v4, self.count - tried_v6)
+        elif race.started[-1][0] == socket.AF_INET6:
+            merged = _interleave(v4 + v6, 1)  # keep alternating: IPv4's turn
         else:
-            combined = untried + new
-            v6 = [a for a in combined if a[0] == socket.AF_INET6]
-            merged = _interleave(v6 + [a for a in combined if a[0] != socket.AF_INET6], self.count)
+            merged = _interleave(v6 + v4, 1)  # keep alternating: IPv6's turn
         race.add(merged)
 
     def close(self) -> None:
@@ -181,9 +190,7 @@ class _Feeder:
         self._take_held()
 
 
-async def _lookup(
-    resolver: Resolver, host: str, port: int, family: int, feeder: _Feeder
-) -> None:
+async def _lookup(resolver: Resolver, host: str, port: int, family: int, feeder: _Feeder) -> None:
     loop = feeder.race.loop
     if feeder.trace is not None:
         feeder.trace(_trace.ResolutionStarted(host, family, loop.time()))
@@ -192,7 +199,9 @@ async def _lookup(
         entries = [a for a in check_addr_infos(answer, "resolver result") if a[0] == family]
         check_ip_literals(entries, "resolver result")
         if not entries:
-            raise socket.gaierror(socket.EAI_NODATA, f"no {_family_name(family)} address for {host!r}")
+            raise socket.gaierror(
+                socket.EAI_NODATA, f"no {_family_name(family)} address for {host!r}"
+            )
     except OSError as exc:
         feeder.answered(family, None, exc)
     except Exception as exc:
@@ -280,8 +289,12 @@ async def connect(  # noqa: PLR0913 - the knobs of RFC 8305 section 8, plus the 
     _check_callable(trace, "trace")
     loop = asyncio.get_running_loop()
     race = ConnectRace(
-        loop, delay, local_addr_infos=local, socket_factory=socket_factory,
-        attempt_timeout=timeout, trace=trace,
+        loop,
+        delay,
+        local_addr_infos=local,
+        socket_factory=socket_factory,
+        attempt_timeout=timeout,
+        trace=trace,
     )
     literal = _literal_addr_infos(host, port)
     if literal is not None:
@@ -302,7 +315,8 @@ async def connect(  # noqa: PLR0913 - the knobs of RFC 8305 section 8, plus the 
     except OSError:
         if race.started:
             raise
-        raise _resolution_error(host, feeder.errors) from None
+        error = _resolution_error(host, feeder.errors)
+        raise error from error.__cause__
     finally:
         feeder.close()
         for task in lookups:

@@ -236,4 +236,3 @@ async def start_connection(  # noqa: PLR0913 - aiohappyeyeballs' signature, plus
     race.add(entries)
     sock, _ = await race.connect(all_errors=bool(all_errors))
     return sock
-

@@ -73,7 +73,8 @@ class Schedule(Generic[ItemT]):
         self.winner: int | None = None
         self.bug: BaseException | None = None
         self._feeding = False
-        self._pending: dict[int, Attempt | None] = {}
+        self._pending: set[int] = set()
+        self._attempts: dict[int, Attempt] = {}
         self._timeouts: dict[int, asyncio.TimerHandle] = {}
         self._aborted: list[asyncio.Task[None]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -111,7 +112,7 @@ class Schedule(Generic[ItemT]):
     def add(self, items: Iterable[ItemT]) -> None:
         """Queue more items; a due attempt starts at once."""
         self.items.extend(items)
-        if self._due and self.items and not self._finished:
+        if self._due and self.items:
             self._start_next()
 
     def keep_feeding(self) -> None:
@@ -121,8 +122,7 @@ class Schedule(Generic[ItemT]):
     def stop_feeding(self) -> None:
         """No more items will come; a race with nothing left to try ends."""
         self._feeding = False
-        if not self._finished:
-            self._maybe_finish()
+        self._maybe_finish()
 
     # -- the schedule --------------------------------------------------------
 
@@ -156,7 +156,7 @@ class Schedule(Generic[ItemT]):
         self.started.append(item)
         self.errors.append(None)
         self._latest = index
-        self._pending[index] = None
+        self._pending.add(index)
         self._launching = True
         try:
             attempt = self.launch(item, index)
@@ -165,12 +165,13 @@ class Schedule(Generic[ItemT]):
             attempt = None
             self._deferred.append((index, exc))
         except BaseException as exc:
-            del self._pending[index]
+            self._pending.discard(index)
             self._fail_with_bug(exc)
             return
         finally:
             self._launching = False
-        self._pending[index] = attempt
+        if attempt is not None:
+            self._attempts[index] = attempt
         if self.attempt_timeout is not None:
             self._timeouts[index] = self.loop.call_later(
                 self.attempt_timeout, self._on_attempt_timeout, index
@@ -192,12 +193,8 @@ class Schedule(Generic[ItemT]):
 
     def _on_attempt_timeout(self, index: int) -> None:
         self._timeouts.pop(index)
-        attempt = self._pending[index]
-        if attempt is not None:
-            task = attempt.abort()
-            if task is not None:
-                self._aborted.append(task)
-        self._pending[index] = None
+        # The timer is cancelled when the attempt reports, so it is still in flight.
+        self._abort(self._attempts.pop(index))
         self.report(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
 
     def report(self, index: int, error: BaseException | None) -> None:
@@ -207,7 +204,8 @@ class Schedule(Generic[ItemT]):
             return
         if index not in self._pending or self._finished:
             return
-        del self._pending[index]
+        self._pending.discard(index)
+        self._attempts.pop(index, None)
         timeout = self._timeouts.pop(index, None)
         if timeout is not None:
             timeout.cancel()
@@ -228,13 +226,23 @@ class Schedule(Generic[ItemT]):
                 self._maybe_finish()
 
     def report_bug(self, exc: BaseException) -> None:
-        """End the race with a programming error found outside an attempt."""
+        """End the race with a programming error found outside an attempt.
+
+        Ignored once the race is over: a bug in something abandoned (a lookup
+        cancelled after the race was won) must not undo a connection.
+        """
         if not self._finished:
             self._fail_with_bug(exc)
 
     def _maybe_finish(self) -> None:
-        if not self._pending and not self.items and not self._feeding:
+        if not self._pending and not self.items and not self._feeding and not self._finished:
             self._finish()
+
+    def _abort(self, attempt: Attempt) -> None:
+        """Stop *attempt* now; remember its task, if any, to await it later."""
+        task = attempt.abort()
+        if task is not None:
+            self._aborted.append(task)
 
     def _fail_with_bug(self, exc: BaseException) -> None:
         self.bug = exc
@@ -247,11 +255,10 @@ class Schedule(Generic[ItemT]):
         for handle in self._timeouts.values():
             handle.cancel()
         self._timeouts.clear()
-        for index, attempt in self._pending.items():
-            if attempt is not None:
-                task = attempt.abort()
-                if task is not None:
-                    self._aborted.append(task)
+        attempts, self._attempts = self._attempts, {}
+        for attempt in attempts.values():
+            self._abort(attempt)
+        for index in sorted(self._pending):
             self.on_abort(index)
         self._pending.clear()
         self._finished = True

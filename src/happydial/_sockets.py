@@ -90,7 +90,8 @@ def _bind(sock: socket.socket, family: int, local_addr_infos: list[AddrInfoType]
         except OSError as exc:
             # Keep the whole OS message, as CPython does (aiohappyeyeballs keeps strerror only).
             error = OSError(
-                exc.errno, f"error while attempting to bind on address {laddr!r}: {str(exc).lower()}"
+                exc.errno,
+                f"error while attempting to bind on address {laddr!r}: {str(exc).lower()}",
             )
             error.__cause__ = exc
         else:

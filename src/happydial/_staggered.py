@@ -51,11 +51,10 @@ class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
     def _start_one(self) -> None:
         # Consume the iterable lazily: take the next coroutine function only when it
         # is time to start it (CPython does the same).
+        self.items.extend(_take_one(self.source))
         if not self.items:
-            self.items.extend(_take_one(self.source))
-            if not self.items:
-                self.stop_feeding()
-                return
+            self.stop_feeding()
+            return
         super()._start_one()
 
 

@@ -17,8 +17,9 @@ Example::
     net = FakeNetwork(loop)
     net.script("2001:db8::1", delay=10.0, outcome="hang")
     net.script("192.0.2.1", delay=0.05)
-    sock = loop.run_until_complete(start_connection(addr_infos, happy_eyeballs_delay=0.25,
-                                                    socket_factory=net.socket_factory))
+    sock = loop.run_until_complete(
+        start_connection(addr_infos, happy_eyeballs_delay=0.25, socket_factory=net.socket_factory)
+    )
     assert net.start_times == {"2001:db8::1": 0.0, "192.0.2.1": 0.25}
 """
 
@@ -67,7 +68,9 @@ class _VirtualSelector(selectors.BaseSelector):
             # Nothing is scheduled: only a thread or a real socket can wake us.
             ready = self._real.select(_REAL_WAIT_LIMIT)
             if not ready:
-                raise RuntimeError("virtual clock loop deadlocked: nothing scheduled, nothing ready")
+                raise RuntimeError(
+                    "virtual clock loop deadlocked: nothing scheduled, nothing ready"
+                )
             return ready
         self._loop.advance(timeout)
         return []
