@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -22,6 +22,7 @@ from happydial.testing import VirtualClockLoop
 T = TypeVar("T")
 Runner = Callable[[Callable[[], Awaitable[T]]], T]
 
+uvloop: Any
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is a test dependency on CPython/Unix
@@ -61,7 +62,8 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
         if uvloop is None:  # pragma: no cover - uvloop is a test dependency
             pytest.skip("uvloop is not installed")
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        new_loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return new_loop
     if kind.endswith("eager") and not EAGER:
         pytest.skip("the eager task factory needs Python 3.12+")
     loop = VirtualClockLoop() if kind.startswith("virtual") else asyncio.new_event_loop()
@@ -86,7 +88,7 @@ def vrun(request: pytest.FixtureRequest) -> Runner[Any]:
 
 def open_fds() -> set[int]:
     """The descriptors this process has open now."""
-    return {int(name) for name in os.listdir("/proc/self/fd")}
+    return {int(path.name) for path in Path("/proc/self/fd").iterdir()}
 
 
 @pytest.fixture

@@ -76,7 +76,7 @@ def test_port_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_module_entry_point() -> None:
-    result = subprocess.run(  # noqa: S603 - fixed arguments
+    result = subprocess.run(
         [sys.executable, "-m", "happydial", "demo", "--delay", "0.02"],
         capture_output=True,
         text=True,

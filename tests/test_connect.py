@@ -54,7 +54,7 @@ class Case:
     kwargs: dict[str, Any] | None = None
 
 
-HANG = (0.0, "hang")
+HANG: tuple[float, Outcome] = (0.0, "hang")
 CASES = {
     "IPv6 answers first: connect at once": Case(
         {V6: (0.01, [A6]), V4: (0.02, [A4])},
@@ -171,7 +171,8 @@ def run_case(vrun: Runner[Any], case: Case) -> tuple[Any, float, FakeNetwork, Sc
             result = exc
         return result, loop.time(), net, resolver
 
-    return vrun(main)
+    outcome: tuple[Any, float, FakeNetwork, ScriptedResolver] = vrun(main)
+    return outcome
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -213,7 +214,7 @@ def test_both_families_fail(vrun: Runner[Any]) -> None:
 def test_non_gaierror_lookup_failures(vrun: Runner[Any]) -> None:
     async def main() -> None:
         resolver = ScriptedResolver({V6: (0.01, OSError("resolver down")), V4: (0.01, [])})
-        with pytest.raises(socket.gaierror, match="resolver down; .*no IPv4 address") as info:
+        with pytest.raises(socket.gaierror, match=r"resolver down; .*no IPv4 address") as info:
             await connect("x.test", 80, resolver=resolver)
         assert info.value.errno == socket.EAI_NONAME
 

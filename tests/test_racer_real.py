@@ -151,7 +151,7 @@ class _InstantSocket(socket.socket):
 
     result: int | OSError = 0
 
-    def connect_ex(self, address: Any) -> int:
+    def connect_ex(self, address: Any) -> int:  # noqa: ARG002 - socket.connect_ex's signature
         if isinstance(self.result, OSError):
             raise self.result
         return self.result
@@ -199,7 +199,7 @@ def test_fds_back_at_baseline_after_many_races(
 def test_attempt_timeout_on_real_sockets(run: Runner[Any], dead: int, no_fd_leak: None) -> None:
     async def main() -> None:
         addrs = [ai("127.0.0.2", dead), ai("127.0.0.2", dead)]
-        with pytest.raises(TimeoutError, match="connect timed out after 0.05 s") as info:
+        with pytest.raises(TimeoutError, match=r"connect timed out after 0\.05 s") as info:
             await start_connection(addrs, attempt_timeout=0.05, happy_eyeballs_delay=1.0)
         assert len(failed_addr_infos(info.value)) == 2
 

@@ -8,7 +8,6 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,19 +105,18 @@ def test_a_late_answer_is_dropped(run: Runner[Any], monkeypatch: pytest.MonkeyPa
             sock = await connect("localhost", srv.getsockname()[1])
             sock.close()
         release.set()  # the AAAA answer now arrives, after the race was won
-        while not answered.is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(answered.wait, 10)
         await asyncio.sleep(0.05)  # let the thread's delivery callback run
 
     run(main)
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(  # noqa: S603 - fixed arguments
-        [
+        [  # noqa: S607 - openssl from PATH, as a user would run it
             "openssl",
             "req",
             "-x509",
@@ -126,7 +124,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
             "rsa:2048",
             "-nodes",
             "-days",
-            "1",  # noqa: S607
+            "1",
             "-subj",
             "/CN=localhost",
             "-addext",
@@ -139,7 +137,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
         check=True,
         capture_output=True,
     )
-    yield cert, key
+    return cert, key
 
 
 def test_tls_uses_the_host_name(run: Runner[Any], certificate: tuple[Path, Path]) -> None:

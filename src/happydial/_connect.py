@@ -20,6 +20,7 @@ The story of :func:`connect`, step by step:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -74,10 +75,9 @@ async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrIn
             error = None
         except OSError as exc:
             result, error = None, exc
-        try:
+        # RuntimeError: the loop closed while we were looking up; nobody is waiting.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_deliver, answer, result, error)
-        except RuntimeError:  # pragma: no cover - the loop closed while we were looking up
-            pass
 
     threading.Thread(target=lookup, name=f"happydial-getaddrinfo-{host}", daemon=True).start()
     return await answer
@@ -190,7 +190,12 @@ class _Feeder:
         self._take_held()
 
 
-async def _lookup(resolver: Resolver, host: str, port: int, family: int, feeder: _Feeder) -> None:
+ResolverType = Resolver | Callable[[str, int, int], Awaitable[list[AddrInfoType]]]
+
+
+async def _lookup(
+    resolver: ResolverType, host: str, port: int, family: int, feeder: _Feeder
+) -> None:
     loop = feeder.race.loop
     if feeder.trace is not None:
         feeder.trace(_trace.ResolutionStarted(host, family, loop.time()))
@@ -199,9 +204,7 @@ async def _lookup(resolver: Resolver, host: str, port: int, family: int, feeder:
         entries = [a for a in check_addr_infos(answer, "resolver result") if a[0] == family]
         check_ip_literals(entries, "resolver result")
         if not entries:
-            raise socket.gaierror(
-                socket.EAI_NODATA, f"no {_family_name(family)} address for {host!r}"
-            )
+            raise _no_address(family, host)  # noqa: TRY301 - one path for every "no address"
     except OSError as exc:
         feeder.answered(family, None, exc)
     except Exception as exc:
@@ -212,8 +215,9 @@ async def _lookup(resolver: Resolver, host: str, port: int, family: int, feeder:
         feeder.answered(family, entries, None)
 
 
-def _family_name(family: int) -> str:
-    return "IPv6" if family == socket.AF_INET6 else "IPv4"
+def _no_address(family: int, host: str) -> socket.gaierror:
+    name = "IPv6" if family == socket.AF_INET6 else "IPv4"
+    return socket.gaierror(socket.EAI_NODATA, f"no {name} address for {host!r}")
 
 
 def _check_host_port(host: object, port: object) -> None:
@@ -225,14 +229,14 @@ def _check_host_port(host: object, port: object) -> None:
         raise ValueError(f"port must be in 0-65535, got {port!r}")
 
 
-_FAMILIES = {
+_FAMILIES: dict[int, list[int]] = {
     socket.AF_UNSPEC: [socket.AF_INET6, socket.AF_INET],
     socket.AF_INET6: [socket.AF_INET6],
     socket.AF_INET: [socket.AF_INET],
 }
 
 
-async def connect(  # noqa: PLR0913 - the knobs of RFC 8305 section 8, plus the racer's
+async def connect(
     host: str,
     port: int,
     *,
@@ -242,7 +246,7 @@ async def connect(  # noqa: PLR0913 - the knobs of RFC 8305 section 8, plus the 
     resolution_delay: float = 0.05,
     local_addr: tuple[str, int] | tuple[str, int, int, int] | None = None,
     socket_factory: SocketFactoryType | None = None,
-    resolver: Resolver | Callable[[str, int, int], Awaitable[list[AddrInfoType]]] | None = None,
+    resolver: ResolverType | None = None,
     attempt_timeout: float | None = None,
     all_errors: bool = False,
     trace: TraceType | None = None,

@@ -155,7 +155,7 @@ def _check_callable(value: object, name: str) -> None:
         raise TypeError(f"{name} must be callable or None, got {value!r}")
 
 
-async def start_connection(  # noqa: PLR0913 - aiohappyeyeballs' signature, plus opt-in extras
+async def start_connection(
     addr_infos: Iterable[AddrInfoType],
     *,
     local_addr_infos: Iterable[AddrInfoType] | None = None,

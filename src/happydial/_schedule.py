@@ -164,7 +164,7 @@ class Schedule(Generic[ItemT]):
             # Creating or binding the socket failed: a failure of this attempt.
             attempt = None
             self._deferred.append((index, exc))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run(), after cleanup
             self._pending.discard(index)
             self._fail_with_bug(exc)
             return

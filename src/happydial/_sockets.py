@@ -65,7 +65,8 @@ def make_socket(
         sock = socket.socket(family=family, type=type_, proto=proto)
     else:
         sock = socket_factory(addr_info)
-        if not isinstance(sock, socket.socket):
+        made: object = sock  # typed callers aside, a factory may return anything
+        if not isinstance(made, socket.socket):
             type_name = type(sock).__name__
             raise TypeError(f"socket_factory must return a socket.socket, got {type_name}")
     try:

@@ -41,9 +41,9 @@ class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # aborted by the race, or the whole task was cancelled
-            self.report(index, _Failure(exc))  # the coroutine raised it by itself
+            self.report(index, _AttemptError(exc))  # the coroutine raised it by itself
         except Exception as exc:  # noqa: BLE001 - recorded as this attempt's failure
-            self.report(index, _Failure(exc))
+            self.report(index, _AttemptError(exc))
         else:
             self.results[index] = result
             self.report(index, None)
@@ -58,7 +58,7 @@ class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
         super()._start_one()
 
 
-class _Failure(OSError):
+class _AttemptError(OSError):
     """Carries any exception through the schedule as a failure of its attempt."""
 
     def __init__(self, exc: BaseException) -> None:
@@ -117,7 +117,7 @@ async def staggered_race(
 def _unwrap(race: _CoroutineRace[T]) -> list[BaseException | None]:
     exceptions: list[BaseException | None] = []
     for index, error in enumerate(race.errors):
-        if isinstance(error, _Failure):
+        if isinstance(error, _AttemptError):
             exceptions.append(error.exc)
         elif error is None and index != race.winner and index not in race.results:
             exceptions.append(asyncio.CancelledError())

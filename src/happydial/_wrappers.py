@@ -28,7 +28,7 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 _STREAM_LIMIT = 2**16  # asyncio.streams' default buffer limit
 
 
-async def create_connection(  # noqa: PLR0913 - asyncio's parameters, plus connect()'s
+async def create_connection(
     protocol_factory: Callable[[], P],
     host: str,
     port: int,
@@ -71,7 +71,7 @@ async def create_connection(  # noqa: PLR0913 - asyncio's parameters, plus conne
     except BaseException:
         sock.close()
         raise
-    return transport, protocol  # type: ignore[return-value]
+    return transport, protocol
 
 
 async def open_connection(

@@ -48,6 +48,7 @@ class _VirtualSelector(selectors.BaseSelector):
     """Polls the real selector without blocking, and advances the clock instead."""
 
     def __init__(self, loop: VirtualClockLoop) -> None:
+        """Wrap the platform's default selector, advancing *loop*'s clock."""
         self._real = selectors.DefaultSelector()
         self._loop = loop
 
@@ -92,6 +93,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
     """
 
     def __init__(self) -> None:
+        """Create the loop with its clock at 0.0."""
         self._now = 0.0
         super().__init__(selector=_VirtualSelector(self))
 
@@ -167,6 +169,7 @@ class FakeNetwork:
     _scripts: dict[str, _Script] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Install the scripted ``sock_connect`` on the loop."""
         self.loop.sock_connect = self.sock_connect  # type: ignore[method-assign]
 
     def script(
@@ -190,7 +193,7 @@ class FakeNetwork:
         self.sockets.append(sock)
         return sock
 
-    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:  # noqa: ARG002 - loop.sock_connect's signature
         """The scripted replacement for ``loop.sock_connect``."""
         host = address[0]
         self.start_times[host] = self.loop.time()
