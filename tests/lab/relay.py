@@ -148,7 +148,9 @@ class Relay:
         request = json.loads(line)
         if request["op"] == "rules":
             self.rules = {
-                packed(address): Rule(drop=bool(spec.get("drop", False)), rtt=float(spec.get("rtt", 0)))
+                packed(address): Rule(
+                    drop=bool(spec.get("drop", False)), rtt=float(spec.get("rtt", 0))
+                )
                 for address, spec in request["rules"].items()
             }
             return {"ok": True}
