@@ -84,6 +84,20 @@ def test_interleave_table(given: list[AddrInfoType], expected: list[str]) -> Non
     assert hosts(interleave_addr_infos(given)) == expected
 
 
+def test_valid_entries_off_the_fast_path() -> None:
+    # Shapes getaddrinfo never makes but callers may: an IPv6 (host, port) sockaddr,
+    # a tuple subclass, a bool-free int subclass of a family.
+    class Entry(tuple):  # type: ignore[type-arg]
+        __slots__ = ()
+
+    given = [
+        (V6, STREAM, TCP, "", ("2001:db8::1", 80)),
+        Entry((V4, STREAM, TCP, "", ("192.0.2.1", 80))),
+        (V6, STREAM, TCP, "", ("2001:db8::2", 80, 0)),
+    ]
+    assert hosts(interleave_addr_infos(given)) == ["2001:db8::1", "192.0.2.1", "2001:db8::2"]
+
+
 def test_interleave_does_not_mutate_and_accepts_iterators() -> None:
     original = list(SIX)
     result = interleave_addr_infos(iter(SIX))

@@ -53,6 +53,9 @@ SocketFactoryType: TypeAlias = Callable[[AddrInfoType], socket.socket]
 """Makes the socket for one attempt from its addr_info (aiohappyeyeballs-compatible)."""
 
 _INET_FAMILIES = frozenset((socket.AF_INET, socket.AF_INET6))
+_AF_INET = int(socket.AF_INET)
+_AF_INET6 = int(socket.AF_INET6)
+_INT_TYPES = frozenset((int, socket.AddressFamily, socket.SocketKind))
 _MAX_PORT = 65535
 _MAX_U32 = 2**32 - 1
 
@@ -130,9 +133,45 @@ def check_addr_infos(addr_infos: object, name: str = "addr_infos") -> list[AddrI
             iterable here), or an entry has a value of the wrong type.
         ValueError: An entry has the wrong shape, an unknown family, or a port out of range.
     """
-    if isinstance(addr_infos, (str, bytes)) or not isinstance(addr_infos, Iterable):
+    if type(addr_infos) is not list and (
+        isinstance(addr_infos, (str, bytes)) or not isinstance(addr_infos, Iterable)
+    ):
         raise TypeError(f"{name} must be an iterable of addr_info tuples, got {addr_infos!r}")
-    return [_check_addr_info(entry, f"{name}[{i}]") for i, entry in enumerate(addr_infos)]
+    entries = list(addr_infos)
+    # The common case, checked inline and cheaply (this runs on every connect):
+    # exact tuples and ints as getaddrinfo makes them. Anything else, valid or
+    # not, goes through the thorough check, which also writes the error message.
+    for entry in entries:
+        if type(entry) is tuple and len(entry) == 5:
+            family, type_, proto, canonname, sockaddr = entry
+            if (
+                type(sockaddr) is tuple
+                and type(canonname) is str
+                and type(family) in _INT_TYPES
+                and type(type_) in _INT_TYPES
+                and type(proto) is int
+                and (
+                    (family == _AF_INET and len(sockaddr) == 2)
+                    or (
+                        family == _AF_INET6
+                        and len(sockaddr) == 4
+                        and type(sockaddr[2]) is int
+                        and type(sockaddr[3]) is int
+                        and 0 <= sockaddr[2] <= _MAX_U32
+                        and 0 <= sockaddr[3] <= _MAX_U32
+                    )
+                )
+                and type(sockaddr[0]) is str
+                and type(sockaddr[1]) is int
+                and 0 <= sockaddr[1] <= _MAX_PORT
+            ):
+                continue
+        _check_addr_info(entry, f"{name}[{_index_of(entries, entry)}]")
+    return entries
+
+
+def _index_of(entries: list[Any], entry: object) -> int:
+    return next(i for i, e in enumerate(entries) if e is entry)
 
 
 def _require_list(addr_infos: object) -> None:
@@ -202,6 +241,8 @@ def interleave_addr_infos(
 
 def _interleave(entries: list[AddrInfoType], count: int) -> list[AddrInfoType]:
     """:func:`interleave_addr_infos` on an already validated list."""
+    if len(entries) < 3:
+        return list(entries)  # interleaving cannot change the order of two entries
     groups = _group_by_family(entries)
     if len(groups) < 2:
         return entries

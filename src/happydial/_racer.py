@@ -55,6 +55,8 @@ def _close_quietly(sock: socket.socket) -> None:
 class ConnectRace(Schedule[AddrInfoType]):
     """A race of TCP connects over addr_infos, with one owner for all its sockets."""
 
+    __slots__ = ("local_addr_infos", "socket_factory", "sockets", "trace")
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -133,9 +135,7 @@ class ConnectRace(Schedule[AddrInfoType]):
         return sock, self.started[winner]
 
 
-def _check_interleave(interleave: object) -> int | None:
-    if interleave is None:
-        return None
+def _check_interleave(interleave: object) -> int:
     if isinstance(interleave, bool) or not isinstance(interleave, int):
         raise TypeError(f"interleave must be an int or None, got {interleave!r}")
     if interleave < 0:
@@ -215,11 +215,20 @@ async def start_connection(
     if local_addr_infos is not None:
         local = check_addr_infos(local_addr_infos, "local_addr_infos")
         check_ip_literals(local, "local_addr_infos")
-    delay = check_delay(happy_eyeballs_delay, "happy_eyeballs_delay", allow_zero=True)
-    timeout = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
-    count = _check_interleave(interleave)
-    _check_callable(socket_factory, "socket_factory")
-    _check_callable(trace, "trace")
+    # `is not None` first: these checks run on every connect, and None is common.
+    delay = happy_eyeballs_delay
+    if delay is not None:
+        delay = check_delay(delay, "happy_eyeballs_delay", allow_zero=True)
+    timeout = attempt_timeout
+    if timeout is not None:
+        timeout = check_delay(timeout, "attempt_timeout", allow_zero=False)
+    count = interleave
+    if count is not None:
+        count = _check_interleave(count)
+    if socket_factory is not None:
+        _check_callable(socket_factory, "socket_factory")
+    if trace is not None:
+        _check_callable(trace, "trace")
     running = _running_loop(loop)
     if count is None and delay is not None:
         count = 1  # CPython's default: Happy Eyeballs on means interleaving on

@@ -58,6 +58,34 @@ def check_delay(value: object, name: str, *, allow_zero: bool) -> float | None:
 class Schedule(Generic[ItemT]):
     """Runs attempts over a queue of items. Subclasses implement the attempts."""
 
+    # Slots: a race object is made per connection, and most of a cheap race's
+    # cost is building it (see bench/).
+    __slots__ = (
+        "_again",
+        "_attempts",
+        "_deferred",
+        "_done",
+        "_due",
+        "_feeding",
+        "_finished",
+        "_latest",
+        "_launching",
+        "_pending",
+        "_scheduling",
+        "_timeouts",
+        "_timer",
+        "_timer_at",
+        "aborted",
+        "attempt_timeout",
+        "bug",
+        "delay",
+        "errors",
+        "items",
+        "loop",
+        "started",
+        "winner",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -76,8 +104,9 @@ class Schedule(Generic[ItemT]):
         self._pending: set[int] = set()
         self._attempts: dict[int, Attempt] = {}
         self._timeouts: dict[int, asyncio.TimerHandle] = {}
-        self._aborted: list[asyncio.Task[None]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self.aborted: list[asyncio.Task[None]] = []
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._due = False
         self._latest = -1
         self._launching = False
@@ -178,7 +207,8 @@ class Schedule(Generic[ItemT]):
             )
         if self.delay is not None and (self.items or self._feeding):
             if self.delay > 0:
-                self._timer = self.loop.call_later(self.delay, self._on_delay)
+                self._timer_at = self.loop.time() + self.delay
+                self._timer = self.loop.call_soon(self._arm_delay, 2)
             else:
                 self._again = True  # delay 0: every attempt at once
         # Outcomes reported while launching are handled now that the attempt is
@@ -186,6 +216,18 @@ class Schedule(Generic[ItemT]):
         deferred, self._deferred = self._deferred, []
         for done_index, error in deferred:
             self.report(done_index, error)
+
+    def _arm_delay(self, stages: int) -> None:
+        # The delay timer is armed two loop iterations after the attempt started,
+        # for the same deadline. On a LAN or loopback the attempt has usually
+        # connected (or failed) by then, and the race never creates a TimerHandle:
+        # cancelled TimerHandles stay in asyncio's heap, whose Python-level
+        # comparisons made a timer cost more than the rest of the race (bench/).
+        # Two iterations, because the first runs before that iteration's I/O.
+        if stages > 1:
+            self._timer = self.loop.call_soon(self._arm_delay, stages - 1)
+        else:
+            self._timer = self.loop.call_at(self._timer_at, self._on_delay)
 
     def _on_delay(self) -> None:
         self._timer = None
@@ -242,7 +284,7 @@ class Schedule(Generic[ItemT]):
         """Stop *attempt* now; remember its task, if any, to await it later."""
         task = attempt.abort()
         if task is not None:
-            self._aborted.append(task)
+            self.aborted.append(task)
 
     def _fail_with_bug(self, exc: BaseException) -> None:
         self.bug = exc
@@ -278,9 +320,11 @@ class Schedule(Generic[ItemT]):
         except asyncio.CancelledError:
             if not self._finished:
                 self._finish()
-            await self._wait_aborted()
+            if self.aborted:
+                await self._wait_aborted()
             raise
-        await self._wait_aborted()
+        if self.aborted:
+            await self._wait_aborted()
         if self.bug is not None:
             raise self.bug
         return self.winner
@@ -288,12 +332,12 @@ class Schedule(Generic[ItemT]):
     async def _wait_aborted(self) -> None:
         """Wait for aborted tasks to end, even if cancelled meanwhile (then re-raise)."""
         cancelled: asyncio.CancelledError | None = None
-        while self._aborted:
-            tasks, self._aborted = self._aborted, []
+        while self.aborted:
+            tasks, self.aborted = self.aborted, []
             try:
                 await asyncio.wait(tasks)
             except asyncio.CancelledError as exc:
                 cancelled = exc
-                self._aborted.extend(t for t in tasks if not t.done())
+                self.aborted.extend(t for t in tasks if not t.done())
         if cancelled is not None:
             raise cancelled

@@ -23,6 +23,8 @@ T = TypeVar("T")
 
 
 class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
+    __slots__ = ("results", "source")
+
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float | None) -> None:
         super().__init__(loop, delay, None)
         self.results: dict[int, T] = {}
