@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from happydial import (
     AddrInfoType,
     addr_to_addr_infos,
     interleave_addr_infos,
+    ip_addresses_to_addr_infos,
     pop_addr_infos_interleave,
     remove_addr_infos,
 )
@@ -442,3 +444,47 @@ def test_addr_to_addr_infos_output_is_valid_input(addr: tuple[str, int]) -> None
     assert check_addr_infos(result) == result
     remove_addr_infos(result, result[0][4])
     assert result == []
+
+
+# ---------------------------------------------------------------------------
+# ip_addresses_to_addr_infos (zeroconf / mDNS answers)
+# ---------------------------------------------------------------------------
+
+
+def test_ip_addresses_keep_order_scope_and_drop_duplicates() -> None:
+    scoped = ipaddress.IPv6Address("fe80::1%lo")
+    given: list[Any] = [
+        ipaddress.ip_address("192.0.2.7"),
+        scoped,
+        "2001:db8::7",
+        "192.0.2.7",  # the same as the first, as a string
+        ipaddress.ip_address("2001:db8:0::7"),  # the same, spelled otherwise
+        "fe80::1%lo",  # the same as the scoped one
+    ]
+    result = ip_addresses_to_addr_infos(given, 6053)
+    assert [ai[4] for ai in result] == [
+        ("192.0.2.7", 6053),
+        ("fe80::1", 6053, 0, LO_INDEX),
+        ("2001:db8::7", 6053, 0, 0),
+    ]
+    assert [ai[0] for ai in result] == [V4, V6, V6]
+
+
+def test_ip_addresses_spellings_of_one_address_are_one() -> None:
+    result = ip_addresses_to_addr_infos(["2001:DB8::7", "2001:db8:0::7"], 80)
+    assert [ai[4][0] for ai in result] == ["2001:DB8::7"]
+
+
+@pytest.mark.parametrize(
+    ("addresses", "port", "exc", "match"),
+    [
+        (["192.0.2.1"], "80", TypeError, "port must be an int"),
+        (["192.0.2.1"], 70000, ValueError, "port must be in 0-65535"),
+        ("192.0.2.1", 80, TypeError, "addresses must be an iterable of IP addresses"),
+        ([b"192.0.2.1"], 80, TypeError, "expected an IP address or a str"),
+        (["printer.local"], 80, ValueError, "resolve host names first"),
+    ],
+)
+def test_ip_addresses_rejects(addresses: Any, port: Any, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        ip_addresses_to_addr_infos(addresses, port)

@@ -19,6 +19,7 @@ from ._addresses import AddrInfoType as AddrInfoType
 from ._addresses import SocketFactoryType as SocketFactoryType
 from ._addresses import addr_to_addr_infos as addr_to_addr_infos
 from ._addresses import interleave_addr_infos as interleave_addr_infos
+from ._addresses import ip_addresses_to_addr_infos as ip_addresses_to_addr_infos
 from ._addresses import pop_addr_infos_interleave as pop_addr_infos_interleave
 from ._addresses import remove_addr_infos as remove_addr_infos
 from ._connect import Resolver as Resolver
@@ -60,6 +61,7 @@ __all__ = [
     "failed_addr_infos",
     "getaddrinfo_resolver",
     "interleave_addr_infos",
+    "ip_addresses_to_addr_infos",
     "open_connection",
     "pop_addr_infos_interleave",
     "remove_addr_infos",

@@ -32,6 +32,7 @@ __all__ = [
     "addr_to_addr_infos",
     "check_addr_infos",
     "interleave_addr_infos",
+    "ip_addresses_to_addr_infos",
     "pop_addr_infos_interleave",
     "remove_addr_infos",
 ]
@@ -372,6 +373,56 @@ def _ipv6_sockaddr(addr: tuple[Any, ...], what: str) -> tuple[str, int, int, int
             raise ValueError(f"{what}: zone {zone!r} and scope_id {scope_id} disagree")
         scope_id = zone_scope
     return (plain_host, addr[1], flowinfo, scope_id)
+
+
+def ip_addresses_to_addr_infos(
+    addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address], port: int
+) -> list[AddrInfoType]:
+    """Build addr_infos from IP addresses, as zeroconf/mDNS or a custom resolver gives them.
+
+    Duplicates are dropped (the first occurrence keeps its place: zeroconf has
+    returned the same address twice), and IPv6 scope ids are kept, from an
+    ``IPv6Address.scope_id`` or a ``%zone`` suffix, so link-local addresses work.
+    The order is kept; pass the result to :func:`interleave_addr_infos` or let
+    :func:`happydial.start_connection` interleave it.
+
+    >>> import ipaddress
+    >>> [
+    ...     ai[4]
+    ...     for ai in ip_addresses_to_addr_infos(
+    ...         [ipaddress.ip_address("192.0.2.7"), "2001:db8::7", "192.0.2.7"], 6053
+    ...     )
+    ... ]
+    [('192.0.2.7', 6053), ('2001:db8::7', 6053, 0, 0)]
+
+    Args:
+        addresses: ``ipaddress`` objects or IP literal strings (``"fe80::1%eth0"`` allowed).
+        port: The TCP port, 0-65535.
+
+    Returns:
+        A new list of ``(family, SOCK_STREAM, IPPROTO_TCP, "", sockaddr)`` entries.
+
+    Raises:
+        TypeError: *addresses* is not iterable, or holds something that is not an
+            address or a string; *port* is not an int.
+        ValueError: A string is not an IP literal, a zone names no interface, or
+            *port* is out of range.
+    """
+    _check_port(port, "port")
+    if isinstance(addresses, (str, bytes)) or not isinstance(addresses, Iterable):
+        raise TypeError(f"addresses must be an iterable of IP addresses, got {addresses!r}")
+    result: dict[_NormalisedAddr, AddrInfoType] = {}
+    for address in addresses:
+        if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            text = str(address)  # includes "%scope" for a scoped IPv6Address
+        elif isinstance(address, str):
+            text = address
+        else:
+            raise TypeError(f"addresses: expected an IP address or a str, got {address!r}")
+        entries = addr_to_addr_infos((text, port))
+        entry = entries[0]  # type: ignore[index]
+        result.setdefault(_normalise(entry[4]), entry)  # type: ignore[arg-type]
+    return list(result.values())
 
 
 # ---------------------------------------------------------------------------

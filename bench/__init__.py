@@ -1,0 +1,1 @@
+"""Benchmarks of happydial against its peers; ``python bench/run.py`` (see bench/README.md)."""
