@@ -85,3 +85,23 @@ def test_module_entry_point() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "connected to" in result.stdout
+
+
+def test_history_events_are_rendered() -> None:
+    from happydial import DelayAdjusted, HistoryReordered
+    from happydial._cli import Timeline
+
+    a6 = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::1", 80, 0, 0))
+    a4 = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 80))
+    timeline = Timeline(10.0)
+    timeline(HistoryReordered((a6, a4), (a4, a6), ("192.0.2.1 connected in 5.0 ms",), 10.0))
+    timeline(DelayAdjusted(0, a4, 0.1, 0.005, 10.001))
+    out = io.StringIO()
+    timeline.render(out)
+    assert out.getvalue().splitlines() == [
+        "      0.0 ms  history reordered: 192.0.2.1 connected in 5.0 ms",
+        "      1.0 ms  next attempt in 100 ms (measured connect time)",
+    ]
+    records = [timeline.describe(e)[1] for e in timeline.events]
+    assert records[0]["order"] == ["192.0.2.1:80", "[2001:db8::1]:80"]
+    assert records[1]["delay_ms"] == 100.0

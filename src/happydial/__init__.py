@@ -10,6 +10,7 @@ one way: wrappers and host names -> racer -> schedule and sockets -> address lay
 * ``_staggered``: ``staggered_race``, the generic primitive.
 * ``_errors``: what is raised when every attempt fails.
 * ``_trace``: the events a ``trace`` callable receives.
+* ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
 * ``_connect``: ``connect``, host names resolved per family in parallel.
 * ``_wrappers``: ``open_connection`` and ``create_connection`` in asyncio's shapes.
 * ``_cli``: ``python -m happydial``.
@@ -26,12 +27,15 @@ from ._connect import Resolver as Resolver
 from ._connect import connect as connect
 from ._connect import getaddrinfo_resolver as getaddrinfo_resolver
 from ._errors import failed_addr_infos as failed_addr_infos
+from ._history import AddressHistory as AddressHistory
 from ._racer import start_connection as start_connection
 from ._staggered import staggered_race as staggered_race
 from ._trace import AttemptCancelled as AttemptCancelled
 from ._trace import AttemptFailed as AttemptFailed
 from ._trace import AttemptStarted as AttemptStarted
 from ._trace import AttemptSucceeded as AttemptSucceeded
+from ._trace import DelayAdjusted as DelayAdjusted
+from ._trace import HistoryReordered as HistoryReordered
 from ._trace import ResolutionFailed as ResolutionFailed
 from ._trace import ResolutionFinished as ResolutionFinished
 from ._trace import ResolutionStarted as ResolutionStarted
@@ -43,10 +47,13 @@ from ._wrappers import open_connection as open_connection
 
 __all__ = [
     "AddrInfoType",
+    "AddressHistory",
     "AttemptCancelled",
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
+    "DelayAdjusted",
+    "HistoryReordered",
     "ResolutionFailed",
     "ResolutionFinished",
     "ResolutionStarted",

@@ -41,6 +41,13 @@ class Timeline:
         elif isinstance(event, _trace.ResolutionFailed):
             record["error"] = str(event.error)
             text = f"lookup {_fam(event.family)} failed: {event.error}"
+        elif isinstance(event, _trace.HistoryReordered):
+            record["order"] = [format_sockaddr(a[4]) for a in event.after]
+            record["reasons"] = list(event.reasons)
+            text = "history reordered: " + "; ".join(event.reasons)
+        elif isinstance(event, _trace.DelayAdjusted):
+            record["attempt"], record["delay_ms"] = event.index, round(event.delay * 1000, 1)
+            text = f"next attempt in {event.delay * 1000:.0f} ms (measured connect time)"
         else:
             where = format_sockaddr(event.addr_info[4])
             record["attempt"], record["address"] = event.index, where

@@ -37,7 +37,8 @@ from ._addresses import (
     addr_to_addr_infos,
     check_addr_infos,
 )
-from ._racer import ConnectRace, _check_callable, check_ip_literals
+from ._history import AddressHistory
+from ._racer import ConnectRace, _check_callable, apply_history, check_ip_literals
 from ._schedule import check_delay
 from ._trace import TraceType
 
@@ -145,14 +146,22 @@ class _Feeder:
             if entry[4] not in self.seen:  # zeroconf, for one, repeats addresses
                 self.seen.add(entry[4])
                 fresh.append(entry)
-        if family == socket.AF_INET and socket.AF_INET6 in self.waiting and fresh:
-            # Section 3: IPv4 answered first; give IPv6 the resolution delay.
+        if fresh and self.waiting and self._should_wait(family, fresh):
             self.held = fresh
             self.timer = loop.call_later(self.resolution_delay, self._release)
         else:
             self._feed(fresh + self._take_held())
         if not self.waiting:
             self.race.stop_feeding()
+
+    def _should_wait(self, family: int, fresh: list[AddrInfoType]) -> bool:
+        """Whether to hold an answer for the resolution delay, for the other family."""
+        if family == socket.AF_INET:
+            return True  # Section 3: IPv4 answered first; give IPv6 the resolution delay.
+        # An IPv6 answer whose every address failed recently would go last anyway
+        # (section 4 with history): give IPv4 the same short chance to answer first.
+        history = self.race.history
+        return history is not None and all(history.is_cooling(a[4]) for a in fresh)
 
     def _release(self) -> None:
         self.timer = None
@@ -183,6 +192,8 @@ class _Feeder:
             merged = _interleave(v4 + v6, 1)  # keep alternating: IPv4's turn
         else:
             merged = _interleave(v6 + v4, 1)  # keep alternating: IPv6's turn
+        if race.history is not None:
+            merged = apply_history(race.history, merged, race.loop, self.trace)
         race.add(merged)
 
     def close(self) -> None:
@@ -250,6 +261,7 @@ async def connect(
     attempt_timeout: float | None = None,
     all_errors: bool = False,
     trace: TraceType | None = None,
+    history: AddressHistory | None = None,
 ) -> socket.socket:
     """Connect to *host*, resolving IPv6 and IPv4 in parallel (RFC 8305).
 
@@ -269,6 +281,11 @@ async def connect(
         attempt_timeout: As for :func:`happydial.start_connection`.
         all_errors: As for :func:`happydial.start_connection`.
         trace: Called with every lookup and attempt event.
+        history: An :class:`~happydial.AddressHistory` shared between calls, to try
+            what worked first and pace attempts by measured connect times. Off by
+            default: the result of a call then depends only on its arguments and the
+            network, never on unrelated earlier calls in the same process (share one
+            history per application, or per destination, to opt in).
 
     Returns:
         A connected, non-blocking socket, owned by the caller.
@@ -291,6 +308,8 @@ async def connect(
     _check_callable(socket_factory, "socket_factory")
     _check_callable(resolver, "resolver")
     _check_callable(trace, "trace")
+    if history is not None and not isinstance(history, AddressHistory):
+        raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
     loop = asyncio.get_running_loop()
     race = ConnectRace(
         loop,
@@ -299,6 +318,7 @@ async def connect(
         socket_factory=socket_factory,
         attempt_timeout=timeout,
         trace=trace,
+        history=history,
     )
     literal = _literal_addr_infos(host, port)
     if literal is not None:

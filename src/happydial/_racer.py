@@ -25,11 +25,12 @@ from ._addresses import (
     check_addr_infos,
 )
 from ._errors import aggregate_errors, tag_error
+from ._history import AddressHistory, failure_kind
 from ._schedule import Schedule, check_delay
 from ._sockets import Attempt, make_socket, start_connect
 from ._trace import TraceType
 
-__all__ = ["ConnectRace", "check_ip_literals", "start_connection"]
+__all__ = ["ConnectRace", "apply_history", "check_ip_literals", "start_connection"]
 
 
 def check_ip_literals(addr_infos: list[AddrInfoType], name: str) -> None:
@@ -55,7 +56,7 @@ def _close_quietly(sock: socket.socket) -> None:
 class ConnectRace(Schedule[AddrInfoType]):
     """A race of TCP connects over addr_infos, with one owner for all its sockets."""
 
-    __slots__ = ("local_addr_infos", "socket_factory", "sockets", "trace")
+    __slots__ = ("history", "local_addr_infos", "socket_factory", "sockets", "start_times", "trace")
 
     def __init__(
         self,
@@ -66,17 +67,22 @@ class ConnectRace(Schedule[AddrInfoType]):
         socket_factory: SocketFactoryType | None = None,
         attempt_timeout: float | None = None,
         trace: TraceType | None = None,
+        history: AddressHistory | None = None,
     ) -> None:
         super().__init__(loop, delay, attempt_timeout)
         self.local_addr_infos = local_addr_infos
         self.socket_factory = socket_factory
         self.trace = trace
+        self.history = history
         self.sockets: dict[int, socket.socket] = {}
+        self.start_times: list[float] = []
 
     def launch(self, item: AddrInfoType, index: int) -> Attempt | None:
         """Create, bind and start connecting the socket of attempt *index*."""
         sock = make_socket(item, self.local_addr_infos, self.socket_factory)
         self.sockets[index] = sock
+        if self.history is not None:
+            self.start_times.append(self.loop.time())
         if self.trace is not None:
             self.trace(_trace.AttemptStarted(index, item, self.loop.time()))
         return start_connect(self.loop, sock, item[4], index, self.report)
@@ -84,18 +90,38 @@ class ConnectRace(Schedule[AddrInfoType]):
     def on_failure(self, index: int, error: BaseException) -> None:
         """Name the address in the error, and trace it."""
         tag_error(error, self.started[index])
+        if self.history is not None:
+            self.history.record_failure(self.started[index][4], failure_kind(error))
         if self.trace is not None:
             self.trace(_trace.AttemptFailed(index, self.started[index], error, self.loop.time()))
 
     def on_success(self, index: int) -> None:
-        """Trace the winner."""
+        """Record and trace the winner."""
+        if self.history is not None and index < len(self.start_times):
+            elapsed = self.loop.time() - self.start_times[index]
+            self.history.record_success(self.started[index][4], elapsed)
         if self.trace is not None:
             self.trace(_trace.AttemptSucceeded(index, self.started[index], self.loop.time()))
 
     def on_abort(self, index: int) -> None:
-        """Trace an attempt stopped because the race ended."""
+        """Trace an attempt stopped because the race ended; record it if it was overtaken."""
+        if self.history is not None and self.winner is not None and index < self.winner:
+            # Started before the winner and still pending when the winner connected:
+            # for Happy Eyeballs this address was too slow, i.e. it timed out.
+            self.history.record_failure(self.started[index][4], "timeout")
         if self.trace is not None:
             self.trace(_trace.AttemptCancelled(index, self.started[index], self.loop.time()))
+
+    def delay_after(self, item: AddrInfoType, index: int) -> float:
+        """The configured delay, or the adaptive one when history knows *item*."""
+        delay: float = self.delay  # type: ignore[assignment]
+        if self.history is None or delay == 0:
+            return delay
+        adaptive = self.history.attempt_delay(item, delay)
+        if adaptive != delay and self.trace is not None:
+            rtt = self.history.connect_time(item[4])
+            self.trace(_trace.DelayAdjusted(index, item, adaptive, rtt, self.loop.time()))
+        return adaptive
 
     def discard(self, index: int) -> None:
         """A failed attempt's socket is closed at once: a long race holds no dead fds."""
@@ -135,6 +161,38 @@ class ConnectRace(Schedule[AddrInfoType]):
         return sock, self.started[winner]
 
 
+def apply_history(
+    history: object,
+    entries: list[AddrInfoType],
+    loop: asyncio.AbstractEventLoop,
+    trace: TraceType | None,
+) -> list[AddrInfoType]:
+    """Order *entries* by *history* (RFC 8305 section 4), tracing any change."""
+    if not isinstance(history, AddressHistory):
+        raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
+    ordered, reasons = history.sort(entries)
+    if reasons and trace is not None:
+        trace(_trace.HistoryReordered(tuple(entries), tuple(ordered), tuple(reasons), loop.time()))
+    return ordered
+
+
+def _check_options(
+    delay: object, timeout: object, interleave: object, socket_factory: object, trace: object
+) -> tuple[float | None, float | None, int | None]:
+    """Validate start_connection's options; ``is not None`` first, as None is common."""
+    if delay is not None:
+        delay = check_delay(delay, "happy_eyeballs_delay", allow_zero=True)
+    if timeout is not None:
+        timeout = check_delay(timeout, "attempt_timeout", allow_zero=False)
+    if interleave is not None:
+        interleave = _check_interleave(interleave)
+    if socket_factory is not None:
+        _check_callable(socket_factory, "socket_factory")
+    if trace is not None:
+        _check_callable(trace, "trace")
+    return delay, timeout, interleave
+
+
 def _check_interleave(interleave: object) -> int:
     if isinstance(interleave, bool) or not isinstance(interleave, int):
         raise TypeError(f"interleave must be an int or None, got {interleave!r}")
@@ -166,6 +224,7 @@ async def start_connection(
     attempt_timeout: float | None = None,
     all_errors: bool = False,
     trace: TraceType | None = None,
+    history: AddressHistory | None = None,
 ) -> socket.socket:
     """Connect to the first address that answers, Happy Eyeballs style (RFC 8305).
 
@@ -194,6 +253,10 @@ async def start_connection(
         all_errors: Raise an :class:`ExceptionGroup` of every attempt's error instead
             of one :class:`OSError` (CPython's ``create_connection`` meaning).
         trace: Called with a :mod:`trace event <happydial>` at every step.
+        history: An :class:`~happydial.AddressHistory` to order the addresses by
+            what worked before and to pace attempts by measured connect times; the
+            outcome of this call is recorded in it. ``None`` (the default, as
+            upstream): stateless.
 
     Returns:
         The connected socket.
@@ -215,25 +278,16 @@ async def start_connection(
     if local_addr_infos is not None:
         local = check_addr_infos(local_addr_infos, "local_addr_infos")
         check_ip_literals(local, "local_addr_infos")
-    # `is not None` first: these checks run on every connect, and None is common.
-    delay = happy_eyeballs_delay
-    if delay is not None:
-        delay = check_delay(delay, "happy_eyeballs_delay", allow_zero=True)
-    timeout = attempt_timeout
-    if timeout is not None:
-        timeout = check_delay(timeout, "attempt_timeout", allow_zero=False)
-    count = interleave
-    if count is not None:
-        count = _check_interleave(count)
-    if socket_factory is not None:
-        _check_callable(socket_factory, "socket_factory")
-    if trace is not None:
-        _check_callable(trace, "trace")
+    delay, timeout, count = _check_options(
+        happy_eyeballs_delay, attempt_timeout, interleave, socket_factory, trace
+    )
     running = _running_loop(loop)
     if count is None and delay is not None:
         count = 1  # CPython's default: Happy Eyeballs on means interleaving on
     if count and len(entries) > 1:
         entries = _interleave(entries, count)
+    if history is not None:
+        entries = apply_history(history, entries, running, trace)
     race = ConnectRace(
         running,
         delay,
@@ -241,6 +295,7 @@ async def start_connection(
         socket_factory=socket_factory,
         attempt_timeout=timeout,
         trace=trace,
+        history=history,
     )
     race.add(entries)
     sock, _ = await race.connect(all_errors=bool(all_errors))

@@ -124,6 +124,10 @@ class Schedule(Generic[ItemT]):
         """Start attempt *index*; report through :meth:`report`. ``None``: nothing to abort."""
         raise NotImplementedError
 
+    def delay_after(self, item: ItemT, index: int) -> float:  # noqa: ARG002 - for subclasses
+        """Seconds from the start of attempt *index* to the next start (default: ``delay``)."""
+        return self.delay  # type: ignore[return-value]
+
     def discard(self, index: int) -> None:
         """Attempt *index* is over and lost: release what it holds (default: nothing)."""
 
@@ -206,8 +210,9 @@ class Schedule(Generic[ItemT]):
                 self.attempt_timeout, self._on_attempt_timeout, index
             )
         if self.delay is not None and (self.items or self._feeding):
-            if self.delay > 0:
-                self._timer_at = self.loop.time() + self.delay
+            delay = self.delay_after(item, index)
+            if delay > 0:
+                self._timer_at = self.loop.time() + delay
                 self._timer = self.loop.call_soon(self._arm_delay, 2)
             else:
                 self._again = True  # delay 0: every attempt at once

@@ -21,6 +21,8 @@ __all__ = [
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
+    "DelayAdjusted",
+    "HistoryReordered",
     "ResolutionFailed",
     "ResolutionFinished",
     "ResolutionStarted",
@@ -95,6 +97,42 @@ class AttemptCancelled:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryReordered:
+    """An :class:`~happydial.AddressHistory` changed the order of the addresses to try.
+
+    Attributes:
+        before: The order before (resolver order, interleaved).
+        after: The order the race will use.
+        reasons: Why, one line per address the history knows something about.
+        time: The loop time.
+    """
+
+    before: tuple[AddrInfoType, ...]
+    after: tuple[AddrInfoType, ...]
+    reasons: tuple[str, ...]
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class DelayAdjusted:
+    """The delay before the next attempt comes from a measured connect time.
+
+    Attributes:
+        index: The attempt the delay follows.
+        addr_info: That attempt's address.
+        delay: The delay used, in seconds (clamped to RFC 8305's bounds).
+        connect_time: The smoothed connect time the history measured for the address.
+        time: The loop time.
+    """
+
+    index: int
+    addr_info: AddrInfoType
+    delay: float
+    connect_time: float | None
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
 class ResolutionStarted:
     """A host-name lookup for one address family began.
 
@@ -151,6 +189,8 @@ TraceEvent = (
     | ResolutionStarted
     | ResolutionFinished
     | ResolutionFailed
+    | HistoryReordered
+    | DelayAdjusted
 )
 """Any of the trace event types."""
 
