@@ -377,3 +377,32 @@ def test_errors_of_abandoned_lookups_are_ignored(vrun: Runner[Any]) -> None:
         sock.close()
 
     vrun(main)
+
+
+@pytest.mark.parametrize("on", ["ResolutionStarted", "ResolutionFinished", "HistoryReordered"])
+def test_a_trace_that_raises_during_resolution(vrun: Runner[Any], on: str) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        net = FakeNetwork(loop)
+        net.script(A6, outcome="hang")
+        net.script(A4, delay=0.01)
+        history = happydial.AddressHistory(clock=loop.time)
+        history.record_success(ai(B6)[4], 0.01)
+        resolver = ScriptedResolver({V6: (0.01, [A6, B6]), V4: (0.02, [A4])})
+
+        def trace(event: happydial.TraceEvent) -> None:
+            if type(event).__name__ == on:
+                raise ZeroDivisionError(on)
+
+        with pytest.raises(ZeroDivisionError, match=on):
+            await connect(
+                "x.test",
+                80,
+                resolver=resolver,
+                socket_factory=net.socket_factory,
+                trace=trace,
+                history=history,
+            )
+        assert net.open_sockets == []
+
+    vrun(main)

@@ -744,3 +744,31 @@ def test_error_notes_name_link_local_scopes(vrun: Runner[Any]) -> None:
 def test_failed_addr_infos_ignores_foreign_errors() -> None:
     assert failed_addr_infos(ExceptionGroup("x", [OSError("y")])) == []
     assert failed_addr_infos(OSError("plain")) == []
+
+
+@pytest.mark.parametrize(
+    "on", ["AttemptStarted", "AttemptFailed", "AttemptSucceeded", "AttemptCancelled"]
+)
+def test_a_trace_that_raises_ends_the_call_cleanly(vrun: Runner[Any], on: str) -> None:
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop())
+        net.script(A6, delay=0.1, outcome="refuse")
+        net.script(B6, outcome="hang")
+        net.script(A4, delay=0.3)
+
+        def trace(event: happydial.TraceEvent) -> None:
+            if type(event).__name__ == on:
+                raise ZeroDivisionError(on)
+
+        with pytest.raises(ZeroDivisionError, match=on):
+            await start_connection(
+                [ai(A6), ai(B6), ai(A4)],
+                happy_eyeballs_delay=0.05,
+                interleave=0,
+                socket_factory=net.socket_factory,
+                trace=trace,
+            )
+        assert net.open_sockets == []
+        assert all(s.close_count == 1 for s in net.sockets)
+
+    vrun(main)

@@ -136,9 +136,9 @@ class _Feeder:
         if error is not None:
             self.errors.append(error)
             if self.trace is not None:
-                self.trace(_trace.ResolutionFailed(self.host, family, error, loop.time()))
+                self.race.emit(_trace.ResolutionFailed(self.host, family, error, loop.time()))
         elif self.trace is not None:
-            self.trace(
+            self.race.emit(
                 _trace.ResolutionFinished(self.host, family, tuple(addr_infos or ()), loop.time())
             )
         fresh = []
@@ -193,7 +193,8 @@ class _Feeder:
         else:
             merged = _interleave(v6 + v4, 1)  # keep alternating: IPv6's turn
         if race.history is not None:
-            merged = apply_history(race.history, merged, race.loop, self.trace)
+            emit = race.emit if self.trace is not None else None
+            merged = apply_history(race.history, merged, race.loop, emit)
         race.add(merged)
 
     def close(self) -> None:
@@ -209,7 +210,7 @@ async def _lookup(
 ) -> None:
     loop = feeder.race.loop
     if feeder.trace is not None:
-        feeder.trace(_trace.ResolutionStarted(host, family, loop.time()))
+        feeder.race.emit(_trace.ResolutionStarted(host, family, loop.time()))
     try:
         answer = await resolver(host, port, family)
         entries = [a for a in check_addr_infos(answer, "resolver result") if a[0] == family]

@@ -77,6 +77,13 @@ class ConnectRace(Schedule[AddrInfoType]):
         self.sockets: dict[int, socket.socket] = {}
         self.start_times: list[float] = []
 
+    def emit(self, event: _trace.TraceEvent) -> None:
+        """Hand *event* to the trace callable; an exception from it ends the race."""
+        try:
+            self.trace(event)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - re-raised to the caller by run()
+            self.report_bug(exc)
+
     def launch(self, item: AddrInfoType, index: int) -> Attempt | None:
         """Create, bind and start connecting the socket of attempt *index*."""
         sock = make_socket(item, self.local_addr_infos, self.socket_factory)
@@ -84,7 +91,7 @@ class ConnectRace(Schedule[AddrInfoType]):
         if self.history is not None:
             self.start_times.append(self.loop.time())
         if self.trace is not None:
-            self.trace(_trace.AttemptStarted(index, item, self.loop.time()))
+            self.emit(_trace.AttemptStarted(index, item, self.loop.time()))
         return start_connect(self.loop, sock, item[4], index, self.report)
 
     def on_failure(self, index: int, error: BaseException) -> None:
@@ -93,7 +100,7 @@ class ConnectRace(Schedule[AddrInfoType]):
         if self.history is not None:
             self.history.record_failure(self.started[index][4], failure_kind(error))
         if self.trace is not None:
-            self.trace(_trace.AttemptFailed(index, self.started[index], error, self.loop.time()))
+            self.emit(_trace.AttemptFailed(index, self.started[index], error, self.loop.time()))
 
     def on_success(self, index: int) -> None:
         """Record and trace the winner."""
@@ -101,7 +108,7 @@ class ConnectRace(Schedule[AddrInfoType]):
             elapsed = self.loop.time() - self.start_times[index]
             self.history.record_success(self.started[index][4], elapsed)
         if self.trace is not None:
-            self.trace(_trace.AttemptSucceeded(index, self.started[index], self.loop.time()))
+            self.emit(_trace.AttemptSucceeded(index, self.started[index], self.loop.time()))
 
     def on_abort(self, index: int) -> None:
         """Trace an attempt stopped because the race ended; record it if it was overtaken."""
@@ -110,7 +117,7 @@ class ConnectRace(Schedule[AddrInfoType]):
             # for Happy Eyeballs this address was too slow, i.e. it timed out.
             self.history.record_failure(self.started[index][4], "timeout")
         if self.trace is not None:
-            self.trace(_trace.AttemptCancelled(index, self.started[index], self.loop.time()))
+            self.emit(_trace.AttemptCancelled(index, self.started[index], self.loop.time()))
 
     def delay_after(self, item: AddrInfoType, index: int) -> float:
         """The configured delay, or the adaptive one when history knows *item*."""
@@ -120,7 +127,7 @@ class ConnectRace(Schedule[AddrInfoType]):
         adaptive = self.history.attempt_delay(item, delay)
         if adaptive != delay and self.trace is not None:
             rtt = self.history.connect_time(item[4])
-            self.trace(_trace.DelayAdjusted(index, item, adaptive, rtt, self.loop.time()))
+            self.emit(_trace.DelayAdjusted(index, item, adaptive, rtt, self.loop.time()))
         return adaptive
 
     def discard(self, index: int) -> None:
@@ -167,7 +174,11 @@ def apply_history(
     loop: asyncio.AbstractEventLoop,
     trace: TraceType | None,
 ) -> list[AddrInfoType]:
-    """Order *entries* by *history* (RFC 8305 section 4), tracing any change."""
+    """Order *entries* by *history* (RFC 8305 section 4), tracing any change.
+
+    *trace* is the caller's callable before a race starts, or a race's ``emit``
+    while it runs (so that an exception from the caller's callable ends the race).
+    """
     if not isinstance(history, AddressHistory):
         raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
     ordered, reasons = history.sort(entries)

@@ -42,6 +42,9 @@ ItemT = TypeVar("ItemT")
 # a transport" (aiohappyeyeballs #105).
 FAILURES = (OSError, RuntimeError)
 
+# Marks a programming error reported while an attempt was being launched.
+_BUG = -1
+
 
 def check_delay(value: object, name: str, *, allow_zero: bool) -> float | None:
     """Validate an optional, finite, non-negative number of seconds."""
@@ -205,6 +208,13 @@ class Schedule(Generic[ItemT]):
             self._launching = False
         if attempt is not None:
             self._attempts[index] = attempt
+        self._arm_timers(item, index)
+        # Outcomes reported while launching are handled now that the attempt is
+        # registered and its timers are armed.
+        self._handle_deferred()
+
+    def _arm_timers(self, item: ItemT, index: int) -> None:
+        """The attempt's own timeout, and when the next attempt is due."""
         if self.attempt_timeout is not None:
             self._timeouts[index] = self.loop.call_later(
                 self.attempt_timeout, self._on_attempt_timeout, index
@@ -216,11 +226,14 @@ class Schedule(Generic[ItemT]):
                 self._timer = self.loop.call_soon(self._arm_delay, 2)
             else:
                 self._again = True  # delay 0: every attempt at once
-        # Outcomes reported while launching are handled now that the attempt is
-        # registered and its timers are armed.
+
+    def _handle_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
         for done_index, error in deferred:
-            self.report(done_index, error)
+            if done_index == _BUG:
+                self.report_bug(error)  # type: ignore[arg-type]
+            else:
+                self.report(done_index, error)
 
     def _arm_delay(self, stages: int) -> None:
         # The delay timer is armed two loop iterations after the attempt started,
@@ -273,13 +286,20 @@ class Schedule(Generic[ItemT]):
                 self._maybe_finish()
 
     def report_bug(self, exc: BaseException) -> None:
-        """End the race with a programming error found outside an attempt.
+        """End the race with a programming error found outside an attempt's outcome.
 
-        Ignored once the race is over: a bug in something abandoned (a lookup
-        cancelled after the race was won) must not undo a connection.
+        Found while the race is being wound up (a trace hook of an aborted attempt),
+        it is still raised by :meth:`run`. Found after :meth:`run` returned (a lookup
+        abandoned once the race was won), it has no effect: it must not undo a
+        connection that was already handed over.
         """
+        if self._launching:
+            self._deferred.append((_BUG, exc))  # handled once the attempt is registered
+            return
+        if self.bug is None:
+            self.bug = exc
         if not self._finished:
-            self._fail_with_bug(exc)
+            self._finish()
 
     def _maybe_finish(self) -> None:
         if not self._pending and not self.items and not self._feeding and not self._finished:
@@ -296,6 +316,8 @@ class Schedule(Generic[ItemT]):
         self._finish()
 
     def _finish(self) -> None:
+        # First, so that a hook called below (a trace) cannot finish the race again.
+        self._finished = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -308,7 +330,6 @@ class Schedule(Generic[ItemT]):
         for index in sorted(self._pending):
             self.on_abort(index)
         self._pending.clear()
-        self._finished = True
         if not self._done.done():
             self._done.set_result(None)
 

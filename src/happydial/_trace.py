@@ -5,8 +5,9 @@ A ``trace`` callable passed to :func:`happydial.start_connection` or
 it happens. Events carry the event loop's time (``loop.time()``), so on a virtual
 clock they are exact. When no ``trace`` is given no event object is ever built.
 
-A trace callable must not raise: an exception from it propagates out of the call
-that emitted the event, like any other programming error.
+A trace callable should not raise. If it does, the call ends: every attempt is
+stopped, every socket closed, and the exception propagates to the caller, like
+any other programming error.
 """
 
 from __future__ import annotations
