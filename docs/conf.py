@@ -30,15 +30,21 @@ intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 nitpicky = True
 nitpick_ignore_regex = [
     # Standard-library and typing names: without intersphinx there is nothing to link to.
-    ("py:class", r"(socket|asyncio|collections\.abc|typing|types|ipaddress|concurrent)\..*"),
+    ("py:class", r"(socket|asyncio|collections\.abc|typing|types|ipaddress|concurrent|ssl)\..*"),
     (
         "py:class",
         r"(Any|Callable|Awaitable|Iterable|Sequence|Coroutine|TypeAlias|T|_T|ExceptionGroup)",
     ),
     ("py:class", r"(int|str|float|bool|bytes|tuple|list|dict|object|None|BaseException|Exception)"),
     ("py:exc", r".*"),
+    # The same for functions, methods and modules of the standard library named in the guides.
+    ("py:(func|meth|mod|data|attr)", r"(socket|asyncio|ipaddress|ssl|contextlib)(\..*)?"),
     ("py:class", r"(TypeAliasForwardRef|'?happydial\.[A-Za-z]+Type'?|[A-Za-z]+Type)"),
     ("py:obj", r"(happydial\..*\.)?_?T"),
+    # Type variables in signatures (create_connection's protocol P, staggered_race's T) and
+    # the private field types of happydial.testing's dataclasses have no page of their own.
+    ("py:class", r"happydial\._[a-z]+\.(P|T)"),
+    ("py:class", r"happydial\.testing\._[A-Za-z]+"),
 ]
 
 html_theme = "furo"

@@ -47,6 +47,8 @@ def test_json_output(live: int) -> None:
     assert result["peer"] == f"127.0.0.1:{live}"
     events = [e["event"] for e in result["timeline"]]
     assert events[0] == "ResolutionStarted"
+    assert result["timeline"][0]["family"] == "A"
+    assert result["timeline"][0]["host"] == "localhost"
     assert "AttemptSucceeded" in events
 
 

@@ -32,6 +32,8 @@ class Timeline:
     def describe(self, event: TraceEvent) -> tuple[str, dict[str, object]]:
         """One line of text and a JSON-able record for *event*."""
         record: dict[str, object] = {"event": type(event).__name__, "ms": self.ms(event.time)}
+        if isinstance(event, _RESOLUTION_EVENTS):
+            record["family"], record["host"] = _fam(event.family), event.host
         if isinstance(event, _trace.ResolutionStarted):
             text = f"lookup {_fam(event.family)} {event.host} started"
         elif isinstance(event, _trace.ResolutionFinished):
@@ -72,6 +74,13 @@ class Timeline:
         for event in self.events:
             text, record = self.describe(event)
             out.write(f"{record['ms']:>9.1f} ms  {text}\n")
+
+
+_RESOLUTION_EVENTS = (
+    _trace.ResolutionStarted,
+    _trace.ResolutionFinished,
+    _trace.ResolutionFailed,
+)
 
 
 def _fam(family: int) -> str:
