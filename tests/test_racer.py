@@ -483,23 +483,29 @@ def test_cancellation_at_every_stage(vrun: Runner[Any], at: float) -> None:
     vrun(main)
 
 
+def slow_to_cancel_network(loop: asyncio.AbstractEventLoop) -> FakeNetwork:
+    """A fake network whose connects take 1 s to stop once cancelled."""
+    net = FakeNetwork(loop)
+    plain = net.sock_connect
+
+    async def slow_to_cancel(sock: socket.socket, address: Any) -> None:
+        try:
+            await plain(sock, address)
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.sleep(1.0))
+            raise
+
+    loop.sock_connect = slow_to_cancel  # type: ignore[method-assign]
+    return net
+
+
 def test_cancellation_during_cleanup_is_not_swallowed(vrun: Runner[Any]) -> None:
     # A loser that takes time to stop: the caller is cancelled while we wait for it.
     # Upstream then returns a socket with the cancellation eaten; we raise, and the
     # socket that had won is closed too.
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        net = FakeNetwork(loop)
-        plain = net.sock_connect
-
-        async def slow_to_cancel(sock: socket.socket, address: Any) -> None:
-            try:
-                await plain(sock, address)
-            except asyncio.CancelledError:
-                await asyncio.shield(asyncio.sleep(1.0))
-                raise
-
-        loop.sock_connect = slow_to_cancel  # type: ignore[method-assign]
+        net = slow_to_cancel_network(loop)
         net.script(A6, outcome="hang")
         net.script(A4, delay=0.05)
         task = loop.create_task(
@@ -521,17 +527,7 @@ def test_cancellation_during_cleanup_is_not_swallowed(vrun: Runner[Any]) -> None
 def test_cancelled_caller_twice_during_cleanup(vrun: Runner[Any]) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        net = FakeNetwork(loop)
-        plain = net.sock_connect
-
-        async def slow_to_cancel(sock: socket.socket, address: Any) -> None:
-            try:
-                await plain(sock, address)
-            except asyncio.CancelledError:
-                await asyncio.shield(asyncio.sleep(1.0))
-                raise
-
-        loop.sock_connect = slow_to_cancel  # type: ignore[method-assign]
+        net = slow_to_cancel_network(loop)
         net.script(A6, outcome="hang")
         task = loop.create_task(start_connection([ai(A6)], socket_factory=net.socket_factory))
         await asyncio.sleep(0.1)
