@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -340,3 +340,179 @@ def test_hosts_file_name_ipv6_dead_ipv4_after_delay(lab: Lab, loop_name: str) ->
     lab.configure(rules={v6: DEAD, v4: FAST}, live=[v6, v4])
     report = connect(lab, loop_name, host)
     assert_won(report, v4, DELAY + RTT)
+
+
+# -- history: several connections in one client process sharing one AddressHistory ----------
+#
+# Issue 8. Each scenario runs its connections one after the other in ONE client process,
+# all sharing one happydial.AddressHistory; "pause" steps stop the client while the test
+# reconfigures the relay (a path dies, or comes back).
+
+RTT_V6 = 0.03
+RTT_V4 = 0.04
+COOLDOWN = 1.0  # the history's cooldown in these scenarios (60 s by default)
+MIN_ATTEMPT_DELAY = 0.1  # AddressHistory's default floor of the adaptive delay (RFC 8305)
+
+
+def connection(addresses: list[str], **kwargs: Any) -> dict[str, Any]:
+    """A start_connection step over *addresses* (in this order) on port PORT."""
+    return {
+        "call": "start_connection",
+        "addr_infos": [[V6 if ":" in address else V4, address, PORT] for address in addresses],
+        "kwargs": {"happy_eyeballs_delay": DELAY, **kwargs},
+    }
+
+
+def run_sequence(
+    lab: Lab,
+    loop_name: str,
+    steps: list[dict[str, Any]],
+    on_pause: Callable[[str], None] | None = None,
+    **history: Any,
+) -> list[dict[str, Any]]:
+    """Run *steps* in one client sharing AddressHistory(**history); one report per call."""
+
+    def unexpected(label: str) -> None:
+        raise AssertionError(f"unexpected pause {label!r}")
+
+    spec = {"loop": loop_name, "steps": steps, "history": history}
+    reports: list[dict[str, Any]] = lab.run_client_sequence(spec, on_pause or unexpected)["steps"]
+    print("elapsed:", ", ".join(f"{report['elapsed']:.3f}" for report in reports))
+    return reports
+
+
+def started(report: dict[str, Any]) -> list[str]:
+    """The addresses attempted, in order."""
+    return [e["address"] for e in report["events"] if e["type"] == "AttemptStarted"]
+
+
+def reordered(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The call's HistoryReordered event (the new order and why), if the history moved any."""
+    events = [e for e in report["events"] if e["type"] == "HistoryReordered"]
+    assert len(events) <= 1, show(report)
+    return events[0] if events else None
+
+
+def assert_won_within(report: dict[str, Any], address: str, ideal: float, limit: float) -> None:
+    """Like assert_won, with an upper bound tighter than ideal + MARGIN."""
+    assert report["error"] is None, show(report)
+    assert report["peer"] == [address, PORT], show(report)
+    elapsed = report["elapsed"]
+    print(f"elapsed {elapsed:.3f} s (ideal {ideal:.3f} s, limit {limit:.3f} s)")
+    assert ideal - EARLY <= elapsed <= limit, f"took {elapsed:.3f} s\n{show(report)}"
+    assert_no_leak(report)
+
+
+def test_history_ipv6_dead_later_connections_go_straight_to_ipv4(lab: Lab, loop_name: str) -> None:
+    (v6,), (v4,) = lab.allocate(v6=1, v4=1)
+    lab.configure(rules={v6: DEAD, v4: Rule(rtt=RTT_V4)}, live=[v6, v4])
+    first, *later = run_sequence(lab, loop_name, [connection([v6, v4])] * 4)
+    # The first connection knows nothing: a stateless client's full attempt delay.
+    assert_won(first, v4, DELAY + RTT_V4)
+    assert started(first) == [v6, v4], show(first)
+    # Then IPv4 (known good) goes first and IPv6 (failed) last: one RTT, not (250 + 40) ms.
+    for report in later:
+        assert_won_within(report, v4, RTT_V4, 1.3 * RTT_V4)
+        assert started(report) == [v4], show(report)
+        event = reordered(report)
+        assert event is not None, show(report)
+        assert event["after"] == [v4, v6], show(report)
+
+
+def test_history_good_path_dies_fallback_after_adaptive_delay(lab: Lab, loop_name: str) -> None:
+    (v6,), (v4,) = lab.allocate(v6=1, v4=1)
+    ipv6, ipv4 = Rule(rtt=RTT_V6), Rule(rtt=RTT_V4)
+    lab.configure(rules={v6: ipv6, v4: ipv4}, live=[v6, v4])
+
+    def on_pause(label: str) -> None:
+        assert label == "ipv6 dies"
+        lab.configure(rules={v6: DEAD, v4: ipv4})
+
+    step = connection([v6, v4])
+    steps = [step, step, step, {"pause": "ipv6 dies"}, step, step]
+    *healthy, dies, after = run_sequence(lab, loop_name, steps, on_pause)
+    for report in healthy:
+        assert_won(report, v6, RTT_V6)
+        assert started(report) == [v6], show(report)
+    # IPv6 connected in ~30 ms, so the history waits max(2 x 30 ms, 100 ms) for it, not 250.
+    adaptive = max(2 * RTT_V6, MIN_ATTEMPT_DELAY)
+    assert_won(dies, v4, adaptive + RTT_V4)
+    assert dies["elapsed"] < DELAY + RTT_V4 - 0.05, show(dies)  # well below a stateless client
+    assert started(dies) == [v6, v4], show(dies)
+    delays = [e for e in dies["events"] if e["type"] == "DelayAdjusted"]
+    assert [(e["address"], e["delay"]) for e in delays] == [(v6, pytest.approx(adaptive))]
+    # IPv6 was overtaken: it now cools down, last, and IPv4 answers in one RTT.
+    assert_won_within(after, v4, RTT_V4, 1.3 * RTT_V4)
+    assert started(after) == [v4], show(after)
+    event = reordered(after)
+    assert event is not None, show(after)
+    assert event["after"] == [v4, v6], show(after)
+
+
+def test_history_path_that_comes_back_is_preferred_again_after_cooldown(
+    lab: Lab, loop_name: str
+) -> None:
+    # IPv6 (30 ms) was good, died, came back. IPv4 is slower (60 ms) but worked meanwhile.
+    (v6,), (v4,) = lab.allocate(v6=1, v4=1)
+    rtt_v4 = 0.06
+    ipv6, ipv4 = Rule(rtt=RTT_V6), Rule(rtt=rtt_v4)
+    lab.configure(rules={v6: ipv6, v4: ipv4}, live=[v6, v4])
+
+    def on_pause(label: str) -> None:
+        rules = {"ipv6 dies": {v6: DEAD, v4: ipv4}, "ipv6 repaired": {v6: ipv6, v4: ipv4}}
+        lab.configure(rules=rules[label])
+
+    step = connection([v6, v4])
+    steps = [step, {"pause": "ipv6 dies"}, step, step, {"pause": "ipv6 repaired"}, step]
+    steps += [{"sleep": COOLDOWN + 0.2}, step]
+    good, dies, cooling, repaired, cooled = run_sequence(
+        lab, loop_name, steps, on_pause, cooldown=COOLDOWN
+    )
+    assert_won(good, v6, RTT_V6)
+    assert_won(dies, v4, MIN_ATTEMPT_DELAY + rtt_v4)
+    for report in (cooling, repaired):  # within the cooldown, repaired or not: IPv6 last
+        assert_won_within(report, v4, rtt_v4, 1.3 * rtt_v4)
+        assert started(report) == [v4], show(report)
+        event = reordered(report)
+        assert event is not None, show(report)
+        assert event["after"] == [v4, v6], show(report)
+        assert any(r.startswith(f"{v6} failed (timeout)") for r in event["reasons"]), show(report)
+    # The cooldown is over: both are known good and IPv6 is the faster, so it goes first
+    # again (the resolver's order: nothing to reorder) and wins in one RTT.
+    assert_won(cooled, v6, RTT_V6)
+    assert started(cooled) == [v6], show(cooled)
+    assert reordered(cooled) is None, show(cooled)
+
+
+def test_history_never_good_address_leaves_the_back_after_cooldown(
+    lab: Lab, loop_name: str
+) -> None:
+    # A (IPv6) is dead at first, then repaired; C (IPv6) is never tried; B (IPv4) works.
+    (a, c), (b,) = lab.allocate(v6=2, v4=1)
+    ipv4 = Rule(rtt=RTT_V4)
+    lab.configure(rules={a: DEAD, b: ipv4, c: DEAD}, live=[a, b, c])
+
+    def on_pause(label: str) -> None:
+        assert label == "A repaired"
+        lab.configure(rules={a: Rule(rtt=RTT_V6), b: ipv4, c: DEAD})
+
+    step = connection([a, b, c])  # already interleaved: v6, v4, v6
+    steps = [step, step, {"pause": "A repaired"}, {"sleep": COOLDOWN + 0.2}, step]
+    first, cooling, cooled = run_sequence(lab, loop_name, steps, on_pause, cooldown=COOLDOWN)
+    assert_won(first, b, DELAY + RTT_V4)
+    assert started(first) == [a, b], show(first)
+    # Within the cooldown: known good first, then unknown (C), then the failed A last.
+    assert_won_within(cooling, b, RTT_V4, 1.3 * RTT_V4)
+    event = reordered(cooling)
+    assert event is not None, show(cooling)
+    assert event["after"] == [b, c, a], show(cooling)
+    assert any(r.startswith(f"{a} failed") for r in event["reasons"]), show(cooling)
+    # After it: A's failure has expired, so A is back among the unknown addresses in the
+    # resolver's order, ahead of C. It stays behind B: it never connected, so it has no
+    # measured time to compare, and known-good addresses go first (AddressHistory.sort).
+    assert_won_within(cooled, b, RTT_V4, 1.3 * RTT_V4)
+    assert started(cooled) == [b], show(cooled)
+    event = reordered(cooled)
+    assert event is not None, show(cooled)
+    assert event["after"] == [b, a, c], show(cooled)
+    assert not any("failed" in r for r in event["reasons"]), show(cooled)

@@ -15,6 +15,15 @@ is a JSON object:
 * ``settle_until``: count the descriptors left open no sooner than this many seconds after
   the call started (when a slow DNS answer the call no longer waits for has come).
 
+Or ``call``: ``"sequence"``, several calls in this one process sharing one
+``happydial.AddressHistory`` (built with the keyword arguments in ``history``). ``steps`` is a
+list of call specs as above (``start_connection`` or ``connect``) and of pauses:
+``{"pause": "label"}`` writes ``{"pause": "label"}`` as a line on stdout and waits for a line
+on stdin (the test reconfigures the lab meanwhile), ``{"sleep": s}`` just sleeps. The report
+then has ``steps``: one report per call, each with ``events`` too (the trace as facts:
+``type``, ``at`` seconds into the call, ``address``, and ``after`` / ``reasons`` for
+``HistoryReordered``, ``delay`` for ``DelayAdjusted``).
+
 One JSON object on stdout: ``elapsed`` (seconds the call took), ``peer`` (the winner's
 address and port), ``error`` (type, message, notes, the members of its ``__cause__`` group
 and what ``failed_addr_infos`` says), ``cancelled``, ``trace`` (the trace events), and the
@@ -74,13 +83,17 @@ def describe(error: BaseException) -> dict[str, Any]:
     }
 
 
-def make_call(spec: dict[str, Any], trace: list[str]) -> Call:
-    """The coroutine function the spec asks for."""
+def make_call(
+    spec: dict[str, Any], trace: list[str], observe: Callable[[object], None] | None = None
+) -> Call:
+    """The coroutine function the spec asks for (*observe* also sees every trace event)."""
     kwargs = dict(spec.get("kwargs", {}))
     started = time.monotonic()
 
     def record(event: object) -> None:
         trace.append(f"{time.monotonic() - started:.3f} {event!r}"[:300])
+        if observe is not None:
+            observe(event)
 
     if spec["call"] == "start_connection":
         addr_infos = [
@@ -119,10 +132,12 @@ async def resolve(host: str, families: list[int]) -> dict[str, Any]:
     return {str(family): result for family, result in zip(families, results, strict=True)}
 
 
-async def run(spec: dict[str, Any]) -> dict[str, Any]:
+async def run(
+    spec: dict[str, Any], observe: Callable[[object], None] | None = None
+) -> dict[str, Any]:
     """Make the call the spec asks for and report how it went."""
     trace: list[str] = []
-    call = make_call(spec, trace)
+    call = make_call(spec, trace, observe)
     report: dict[str, Any] = {"peer": None, "error": None, "cancelled": False, "result": None}
     before = open_fds()
     started = time.monotonic()
@@ -160,6 +175,52 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def event_facts(event: object, at: float) -> dict[str, Any]:
+    """What a sequence's scenario asserts on, from one trace event (no repr truncation)."""
+    facts: dict[str, Any] = {"type": type(event).__name__, "at": at}
+    addr_info = getattr(event, "addr_info", None)
+    if addr_info is not None:
+        facts["address"] = addr_info[4][0]
+    if isinstance(event, happydial.HistoryReordered):
+        facts["after"] = [entry[4][0] for entry in event.after]
+        facts["reasons"] = list(event.reasons)
+    if isinstance(event, happydial.DelayAdjusted):
+        facts["delay"] = event.delay
+    return facts
+
+
+def collector(events: list[dict[str, Any]]) -> Callable[[object], None]:
+    """An observer appending each event's facts to *events*, timed from now."""
+    started = time.monotonic()
+
+    def observe(event: object) -> None:
+        events.append(event_facts(event, time.monotonic() - started))
+
+    return observe
+
+
+async def run_sequence(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the steps of a ``sequence`` spec, every call sharing one AddressHistory."""
+    history = happydial.AddressHistory(**spec.get("history", {}))
+    steps: list[dict[str, Any]] = []
+    for step in spec["steps"]:
+        if "pause" in step:
+            sys.stdout.write(json.dumps({"pause": step["pause"]}) + "\n")
+            sys.stdout.flush()
+            if not sys.stdin.readline():  # blocking: nothing else runs on the loop now
+                raise RuntimeError(f"no go-ahead after pause {step['pause']!r}")
+            continue
+        if "sleep" in step:
+            await asyncio.sleep(step["sleep"])
+            continue
+        events: list[dict[str, Any]] = []
+        call_spec = {**step, "kwargs": {**step.get("kwargs", {}), "history": history}}
+        report = await run(call_spec, collector(events))
+        report["events"] = events
+        steps.append(report)
+    return {"steps": steps}
+
+
 def die_with_parent(parent: int) -> None:
     """Have the kernel kill this process if the test run that started it dies first.
 
@@ -177,12 +238,13 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     if "parent" in spec:
         die_with_parent(spec["parent"])
+    main_coro = run_sequence(spec) if spec["call"] == "sequence" else run(spec)
     if spec["loop"] == "uvloop":
         import uvloop
 
-        report = uvloop.run(run(spec))
+        report = uvloop.run(main_coro)
     else:
-        report = asyncio.run(run(spec))
+        report = asyncio.run(main_coro)
     sys.stdout.write(json.dumps(report) + "\n")
 
 

@@ -19,6 +19,8 @@ import select
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -367,18 +369,24 @@ class Lab:
         """The command prefix that runs this interpreter inside *namespace*."""
         return ["ip", "netns", "exec", namespace, sys.executable, "-W", "error"]
 
-    def run_client(self, spec: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        """Run ``client.py`` with *spec* in the client namespace; its JSON report."""
+    def _client_args(self, spec: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of a ``client.py`` run with *spec*."""
         import happydial  # the copy under test, wherever it was imported from
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE", "COVERAGE"))}
         env["PYTHONPATH"] = str(Path(happydial.__file__).resolve().parent.parent)
+        command = [
+            *self.exec_prefix(self.client_ns),
+            str(HERE / "client.py"),
+            json.dumps({"parent": os.getpid(), **spec}),
+        ]
+        return command, env
+
+    def run_client(self, spec: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        """Run ``client.py`` with *spec* in the client namespace; its JSON report."""
+        command, env = self._client_args(spec)
         result = subprocess.run(  # noqa: S603 - our own script, fixed arguments
-            [
-                *self.exec_prefix(self.client_ns),
-                str(HERE / "client.py"),
-                json.dumps({"parent": os.getpid(), **spec}),
-            ],
+            command,
             capture_output=True,
             text=True,
             env=env,
@@ -390,6 +398,53 @@ class Lab:
                 f"client failed (exit {result.returncode}):\n{result.stderr}\n{result.stdout}"
             )
         report: dict[str, Any] = json.loads(result.stdout)
+        return report
+
+    def run_client_sequence(
+        self,
+        spec: dict[str, Any],
+        on_pause: Callable[[str], None],
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """Run a ``sequence`` spec; ``on_pause(label)`` runs at each of its pauses.
+
+        The client stops at every ``{"pause": label}`` step until *on_pause* (which
+        reconfigures the lab, say) has returned. Its JSON report.
+        """
+        command, env = self._client_args({"call": "sequence", **spec})
+        process = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        deadline = time.monotonic() + timeout
+        last = ""
+        try:
+            while True:
+                wait = deadline - time.monotonic()
+                ready, _, _ = select.select([process.stdout], [], [], max(wait, 0))
+                if not ready:
+                    raise AssertionError(f"client sequence did not finish within {timeout} s")
+                last = process.stdout.readline()
+                message = json.loads(last) if last.startswith("{") else None
+                if not isinstance(message, dict) or set(message) != {"pause"}:
+                    break
+                on_pause(message["pause"])
+                process.stdin.write("go\n")
+                process.stdin.flush()
+            _, error = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        if process.returncode != 0 or error.strip() or not last:
+            raise AssertionError(f"client failed (exit {process.returncode}):\n{error}\n{last}")
+        report: dict[str, Any] = json.loads(last)
         return report
 
 
