@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import socket
 from typing import Any
@@ -73,10 +74,14 @@ def test_cooldown_expires_and_a_repaired_path_is_preferred_again() -> None:
     assert hosts(history.sort([ai(A6), ai(A4)])[0]) == [A4, A6]
     assert history.is_cooling(ai(A6)[4])
     clock.now += 0.2
-    # The cooldown is over: the path is trusted again on its measured time.
+    # The cooldown is over: the path is retried first, then ranked on its time again.
     assert not history.is_cooling(ai(A6)[4])
     assert history.connect_time(ai(A6)[4]) == 0.010
-    assert hosts(history.sort([ai(A4), ai(A6)])[0]) == [A6, A4]
+    order, reasons = history.sort([ai(A4), ai(A6)])
+    assert hosts(order) == [A6, A4]
+    assert "2001:db8::a failed (refused) 30.1 s ago: retried, the 30 s cooldown is over" in reasons
+    history.record_success(ai(A6)[4], 0.5)  # slower now: smoothed to 71 ms
+    assert hosts(history.sort([ai(A6), ai(A4)])[0]) == [A4, A6]
     assert not history.is_cooling(("printer.local", 80))
 
 
@@ -242,17 +247,21 @@ def test_history_only_ever_permutes(entries: list[AddrInfoType], events: list[An
     order, _ = history.sort(entries)
     assert sorted(order) == sorted(entries)
 
+    failed = {e["address"] for e in history.to_json()["entries"] if e["failure"]}
+
     def category(entry: AddrInfoType) -> int:
         if history.is_cooling(entry[4]):
-            return 2
-        return 1 if history.connect_time(entry[4]) is None else 0
+            return 3
+        if str(ipaddress.ip_address(entry[4][0])) in failed:
+            return 0  # an expired failure: retried first
+        return 2 if history.connect_time(entry[4]) is None else 1
 
     assert [category(e) for e in order] == sorted(category(e) for e in order)
-    for kept in (1, 2):  # unknown and cooling addresses keep their order
+    for kept in (0, 2, 3):  # retried, unknown and cooling addresses keep their order
         assert [e for e in order if category(e) == kept] == [
             e for e in entries if category(e) == kept
         ]
-    times = [history.connect_time(e[4]) or 0.0 for e in order if category(e) == 0]
+    times = [history.connect_time(e[4]) or 0.0 for e in order if category(e) == 1]
     assert times == sorted(times)
 
 
@@ -349,16 +358,21 @@ def test_a_dead_path_that_comes_back_is_preferred_after_the_cooldown(vrun: Runne
             history=history,
         )
         sock.close()
+        # During the cooldown IPv4 (known good) goes first, IPv6 last.
+        assert hosts(history.sort([ai(A6), ai(A4)])[0]) == [A4, A6]
         net.script(A6, delay=0.01)  # repaired
         await asyncio.sleep(31)
-        # Unknown again after the cooldown, and IPv4 is known good: IPv4 first still,
-        # then IPv6 gets measured as soon as it is tried.
-        order, _ = history.sort([ai(A6), ai(A4)])
-        assert hosts(order) == [A4, A6]
-        sock = await start_connection([ai(A6)], socket_factory=net.socket_factory, history=history)
+        # After it, IPv6 is retried first although it never worked, and it wins.
+        start = loop.time()
+        sock = await start_connection(
+            [ai(A6), ai(A4)],
+            happy_eyeballs_delay=0.25,
+            socket_factory=net.socket_factory,
+            history=history,
+        )
+        assert loop.time() - start == pytest.approx(0.01)
         sock.close()
-        order, _ = history.sort([ai(A6), ai(A4)])
-        assert hosts(order) == [A6, A4]
+        assert hosts(history.sort([ai(A4), ai(A6)])[0]) == [A6, A4]
 
     vrun(main)
 

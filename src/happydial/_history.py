@@ -200,15 +200,21 @@ class AddressHistory:
     def sort(self, addr_infos: Iterable[AddrInfoType]) -> tuple[list[AddrInfoType], list[str]]:
         """Order addresses by what is known of them (RFC 8305 section 4).
 
-        Addresses known to work come first, fastest first; unknown ones keep their
-        order (the resolver's, interleaved); those that failed within the cooldown
-        go last, in their order. Nothing is dropped.
+        1. Addresses whose failure's cooldown has expired are retried first, in
+           their order: a repaired path is found at the next connection after the
+           cooldown (RFC 6555's cache expiry), whether or not it ever worked.
+        2. Then addresses known to work, fastest first.
+        3. Then unknown ones, in their order (the resolver's, interleaved).
+        4. Last, those that failed within the cooldown, in their order.
+
+        Nothing is dropped.
 
         Returns:
             The new order, and one reason per address that moved, for traces.
         """
         entries = check_addr_infos(addr_infos)
         now = self._clock()
+        retry: list[AddrInfoType] = []
         good: list[tuple[float, int, AddrInfoType]] = []
         unknown: list[AddrInfoType] = []
         cooling: list[AddrInfoType] = []
@@ -222,13 +228,20 @@ class AddressHistory:
                 cooling.append(entry)
                 ago = now - (record.failed_at or now)
                 reasons.append(f"{entry[4][0]} failed ({record.failure}) {ago:.1f} s ago")
+            elif record.failed_at is not None:
+                retry.append(entry)
+                ago = now - record.failed_at
+                reasons.append(
+                    f"{entry[4][0]} failed ({record.failure}) {ago:.1f} s ago: retried,"
+                    f" the {self.cooldown:g} s cooldown is over"
+                )
             elif record.connect_time is not None:
                 good.append((record.connect_time, position, entry))
                 reasons.append(f"{entry[4][0]} connected in {record.connect_time * 1000:.1f} ms")
             else:
                 unknown.append(entry)
         good.sort(key=lambda item: (item[0], item[1]))
-        result = [entry for _, _, entry in good] + unknown + cooling
+        result = retry + [entry for _, _, entry in good] + unknown + cooling
         return result, (reasons if result != entries else [])
 
     def attempt_delay(self, addr_info: AddrInfoType, default: float) -> float:
