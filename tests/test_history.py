@@ -427,3 +427,24 @@ def test_history_must_be_an_address_history(vrun: Runner[Any]) -> None:
             await connect("x.test", 80, history=[])  # type: ignore[arg-type]
 
     vrun(main)
+
+
+def test_an_imported_entry_with_nothing_known_is_unknown() -> None:
+    data = {
+        "version": 1,
+        "entries": [
+            {
+                "address": A4,
+                "port": 80,
+                "scope": 0,
+                "connect_time": None,
+                "successes": 0,
+                "failures": 0,
+                "failure": None,
+                "failed_at": None,
+            },
+        ],
+    }
+    history = AddressHistory.from_json(data, clock=Clock())
+    history.record_success(ai(B4)[4], 0.01)
+    assert hosts(history.sort([ai(A4), ai(B4)])[0]) == [B4, A4]
