@@ -43,7 +43,9 @@ nitpick_ignore_regex = [
     ("py:obj", r"(happydial\..*\.)?_?T"),
     # Type variables in signatures (create_connection's protocol P, staggered_race's T) and
     # the private field types of happydial.testing's dataclasses have no page of their own.
-    ("py:class", r"happydial\._[a-z]+\.(P|T)"),
+    ("py:class", r"(happydial\._[a-z]+\.)?(P|T)"),
+    # ssl is imported only for type checking in _wrappers (it is slow to import).
+    ("py:class", r"ssl_module\..*"),
     ("py:class", r"happydial\.testing\._[A-Za-z]+"),
 ]
 

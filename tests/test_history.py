@@ -332,7 +332,7 @@ def test_a_good_path_that_dies_costs_the_adaptive_delay(vrun: Runner[Any]) -> No
         # IPv6 (30 ms) was tried first; the next attempt came after max(2 x 30 ms, 100 ms).
         assert await timed_race() == pytest.approx(0.100 + 0.040)
         adjusted = [e for e in events if isinstance(e, happydial.DelayAdjusted)]
-        assert [e.index for e in adjusted] == [0]
+        assert [e.attempt for e in adjusted] == [0]
         assert adjusted[0].delay == pytest.approx(0.1)
         # The overtaken IPv6 attempt now sits out its cooldown: IPv4 goes first.
         events.clear()

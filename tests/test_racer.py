@@ -648,7 +648,7 @@ def test_trace_tells_the_story(vrun: Runner[Any]) -> None:
             trace=events.append,
         )
         sock.close()
-        story = [(type(e).__name__, e.index, round(e.time, 9)) for e in events]  # type: ignore[union-attr]
+        story = [(type(e).__name__, e.attempt, round(e.time, 9)) for e in events]  # type: ignore[union-attr]
         assert story == (
             [
                 ("AttemptStarted", 0, 0.0),

@@ -77,9 +77,9 @@ LABELS = {
 
 def draw(events: list[happydial.TraceEvent], out: Path) -> None:
     """Draw one bar per attempt, from its start to its end."""
-    starts = {e.index: e for e in events if isinstance(e, happydial.AttemptStarted)}
+    starts = {e.attempt: e for e in events if isinstance(e, happydial.AttemptStarted)}
     ends = {
-        e.index: e
+        e.attempt: e
         for e in events
         if isinstance(
             e, happydial.AttemptFailed | happydial.AttemptSucceeded | happydial.AttemptCancelled

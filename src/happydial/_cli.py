@@ -48,18 +48,18 @@ class Timeline:
             record["reasons"] = list(event.reasons)
             text = "history reordered: " + "; ".join(event.reasons)
         elif isinstance(event, _trace.DelayAdjusted):
-            record["attempt"], record["delay_ms"] = event.index, round(event.delay * 1000, 1)
+            record["attempt"], record["delay_ms"] = event.attempt, round(event.delay * 1000, 1)
             text = f"next attempt in {event.delay * 1000:.0f} ms (measured connect time)"
         else:
             where = format_sockaddr(event.addr_info[4])
-            record["attempt"], record["address"] = event.index, where
+            record["attempt"], record["address"] = event.attempt, where
             verb = {
                 _trace.AttemptStarted: "started",
                 _trace.AttemptFailed: "failed",
                 _trace.AttemptSucceeded: "connected",
                 _trace.AttemptCancelled: "cancelled",
             }[type(event)]
-            text = f"attempt {event.index} {where} {verb}"
+            text = f"attempt {event.attempt} {where} {verb}"
             if isinstance(event, _trace.AttemptFailed):
                 record["error"] = str(event.error).splitlines()[0]
                 text += f": {record['error']}"

@@ -26,7 +26,6 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._addresses import AddrInfoType, _is_int, _normalise, check_addr_infos
@@ -63,13 +62,24 @@ def failure_kind(error: BaseException) -> FailureKind:
     return "error"
 
 
-@dataclass(slots=True)
 class _Record:
-    connect_time: float | None = None
-    successes: int = 0
-    failures: int = 0
-    failure: FailureKind | None = None
-    failed_at: float | None = None
+    """What is known of one address (mutable; a plain class keeps import cheap)."""
+
+    __slots__ = ("connect_time", "failed_at", "failure", "failures", "successes")
+
+    def __init__(
+        self,
+        connect_time: float | None = None,
+        successes: int = 0,
+        failures: int = 0,
+        failure: FailureKind | None = None,
+        failed_at: float | None = None,
+    ) -> None:
+        self.connect_time = connect_time
+        self.successes = successes
+        self.failures = failures
+        self.failure = failure
+        self.failed_at = failed_at
 
 
 def _key(sockaddr: tuple[Any, ...]) -> _Key | None:

@@ -1,5 +1,8 @@
 """Trace events: what a race did, as small frozen values, for logs, the CLI and tests.
 
+Each event is a :class:`~typing.NamedTuple`: immutable, read by field name, and
+cheap to create and to define (frozen dataclasses cost milliseconds of import time).
+
 A ``trace`` callable passed to :func:`happydial.start_connection` or
 :func:`happydial.connect` receives one event per step, synchronously, at the moment
 it happens. Events carry the event loop's time (``loop.time()``), so on a virtual
@@ -13,7 +16,7 @@ any other programming error.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._addresses import AddrInfoType
 
@@ -32,73 +35,68 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptStarted:
+class AttemptStarted(NamedTuple):
     """A connection attempt began: its socket exists and ``connect`` was called.
 
     Attributes:
-        index: The attempt's number in this race, from 0, in start order.
+        attempt: The attempt's number in this race, from 0, in start order.
         addr_info: The address being tried.
         time: The loop time at which it started.
     """
 
-    index: int
+    attempt: int
     addr_info: AddrInfoType
     time: float
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptFailed:
+class AttemptFailed(NamedTuple):
     """An attempt failed (refused, unreachable, timed out, bind error, ...).
 
     Attributes:
-        index: The attempt's number in this race.
+        attempt: The attempt's number in this race.
         addr_info: The address that was tried.
         error: Why it failed.
         time: The loop time of the failure.
     """
 
-    index: int
+    attempt: int
     addr_info: AddrInfoType
     error: BaseException
     time: float
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptSucceeded:
+class AttemptSucceeded(NamedTuple):
     """An attempt connected and won the race.
 
     Attributes:
-        index: The attempt's number in this race.
+        attempt: The attempt's number in this race.
         addr_info: The address now connected.
         time: The loop time at which it connected.
     """
 
-    index: int
+    attempt: int
     addr_info: AddrInfoType
     time: float
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptCancelled:
+class AttemptCancelled(NamedTuple):
     """An attempt was stopped because another won, or because the caller was cancelled.
 
     An attempt that connected in the same loop iteration as the winner is reported
     here too: its socket is closed.
 
     Attributes:
-        index: The attempt's number in this race.
+        attempt: The attempt's number in this race.
         addr_info: The address that was being tried.
         time: The loop time at which it was stopped.
     """
 
-    index: int
+    attempt: int
     addr_info: AddrInfoType
     time: float
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryReordered:
+class HistoryReordered(NamedTuple):
     """An :class:`~happydial.AddressHistory` changed the order of the addresses to try.
 
     Attributes:
@@ -114,27 +112,25 @@ class HistoryReordered:
     time: float
 
 
-@dataclass(frozen=True, slots=True)
-class DelayAdjusted:
+class DelayAdjusted(NamedTuple):
     """The delay before the next attempt comes from a measured connect time.
 
     Attributes:
-        index: The attempt the delay follows.
+        attempt: The attempt the delay follows.
         addr_info: That attempt's address.
         delay: The delay used, in seconds (clamped to RFC 8305's bounds).
         connect_time: The smoothed connect time the history measured for the address.
         time: The loop time.
     """
 
-    index: int
+    attempt: int
     addr_info: AddrInfoType
     delay: float
     connect_time: float | None
     time: float
 
 
-@dataclass(frozen=True, slots=True)
-class ResolutionStarted:
+class ResolutionStarted(NamedTuple):
     """A host-name lookup for one address family began.
 
     Attributes:
@@ -148,8 +144,7 @@ class ResolutionStarted:
     time: float
 
 
-@dataclass(frozen=True, slots=True)
-class ResolutionFinished:
+class ResolutionFinished(NamedTuple):
     """A lookup answered with addresses.
 
     Attributes:
@@ -165,8 +160,7 @@ class ResolutionFinished:
     time: float
 
 
-@dataclass(frozen=True, slots=True)
-class ResolutionFailed:
+class ResolutionFailed(NamedTuple):
     """A lookup failed, or answered with no address.
 
     Attributes:

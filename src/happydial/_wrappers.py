@@ -15,9 +15,11 @@ for a caller, fixed here:
 from __future__ import annotations
 
 import asyncio
-import ssl as ssl_module
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # only for annotations: importing ssl costs milliseconds
+    import ssl as ssl_module
 
 from ._connect import connect
 
