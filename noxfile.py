@@ -39,3 +39,18 @@ def docs(session: nox.Session) -> None:
     session.run(
         "sphinx-build", "-n", "-W", "--keep-going", "-b", "doctest", "docs", "docs/_build/doctest"
     )
+
+
+@nox.session(python="3.11")
+def soak(session: nox.Session) -> None:
+    """Chaos, storm and fuzz tests at ten times the CI size (HAPPYDIAL_SOAK=1)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "tests/test_chaos.py",
+        "tests/test_storm.py",
+        "tests/test_fuzz.py",
+        "--no-cov",  # a subset of the suite cannot meet the coverage gate
+        *session.posargs,
+        env={"HAPPYDIAL_SOAK": "1"},
+    )

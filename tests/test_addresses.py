@@ -481,8 +481,8 @@ def test_ip_addresses_spellings_of_one_address_are_one() -> None:
         (["192.0.2.1"], "80", TypeError, "port must be an int"),
         (["192.0.2.1"], 70000, ValueError, "port must be in 0-65535"),
         ("192.0.2.1", 80, TypeError, "addresses must be an iterable of IP addresses"),
-        ([b"192.0.2.1"], 80, TypeError, "expected an IP address or a str"),
-        (["printer.local"], 80, ValueError, "resolve host names first"),
+        ([b"192.0.2.1"], 80, TypeError, r"addresses\[0\]: expected an IP address or a str"),
+        (["192.0.2.1", "printer.local"], 80, ValueError, r"addresses\[1\] 'printer.local': host"),
     ],
 )
 def test_ip_addresses_rejects(addresses: Any, port: Any, exc: type[Exception], match: str) -> None:

@@ -326,8 +326,18 @@ def test_trace_includes_lookups(vrun: Runner[Any]) -> None:
 
 
 BAD = [
-    ({"host": ""}, TypeError, "host must be a non-empty str"),
-    ({"host": b"x"}, TypeError, "host must be a non-empty str"),
+    ({"host": ""}, ValueError, "host must not be empty"),
+    ({"host": b"x"}, TypeError, "host must be a str, got b'x'"),
+    (
+        {"host": "fe80::1%no-such-if9"},
+        ValueError,
+        "host 'fe80::1%no-such-if9': no network interface",
+    ),
+    (
+        {"family": []},
+        TypeError,
+        r"family must be an int \(AF_UNSPEC, AF_INET or AF_INET6\), got \[\]",
+    ),
     ({"port": "80"}, TypeError, "port must be an int, got '80'"),
     ({"port": 70000}, ValueError, "port must be in 0-65535, got 70000"),
     ({"family": socket.AF_UNIX}, ValueError, "family must be AF_UNSPEC, AF_INET or AF_INET6"),
@@ -338,7 +348,8 @@ BAD = [
         ValueError,
         "first_address_family_count must be at least 1",
     ),
-    ({"local_addr": ("localhost", 0)}, ValueError, "resolve host names first"),
+    ({"local_addr": ("localhost", 0)}, ValueError, r"local_addr \('localhost', 0\): host"),
+    ({"local_addr": "192.0.2.1"}, TypeError, "local_addr must be a tuple"),
     ({"resolver": "dns"}, TypeError, "resolver must be callable or None, got 'dns'"),
     ({"attempt_timeout": -2}, ValueError, "attempt_timeout must be a finite, positive"),
 ]

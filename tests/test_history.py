@@ -6,6 +6,7 @@ import asyncio
 import errno
 import ipaddress
 import json
+import math
 import socket
 from typing import Any
 
@@ -210,7 +211,8 @@ def test_from_json_rejects(data: Any, match: str) -> None:
         ({"cooldown": -1}, ValueError, "cooldown must be a finite number of seconds >= 0.0"),
         ({"cooldown": "1"}, TypeError, "cooldown must be a number of seconds"),
         ({"min_attempt_delay": 0.001}, ValueError, r"min_attempt_delay must be .* >= 0.01"),
-        ({"max_attempt_delay": 0.05}, ValueError, r"max_attempt_delay must be .* >= 0.1"),
+        ({"max_attempt_delay": 0.05}, ValueError, r"min_attempt_delay \(0.1 s\) must not exceed"),
+        ({"max_attempt_delay": 0.001}, ValueError, r"max_attempt_delay must be .* >= 0.01"),
         ({"delay_multiple": float("nan")}, ValueError, "delay_multiple must be a finite"),
         ({"clock": 3}, TypeError, "clock must be callable"),
     ],
@@ -448,3 +450,50 @@ def test_an_imported_entry_with_nothing_known_is_unknown() -> None:
     history = AddressHistory.from_json(data, clock=Clock())
     history.record_success(ai(B4)[4], 0.01)
     assert hosts(history.sort([ai(A4), ai(B4)])[0]) == [B4, A4]
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda h: h.record_success(("192.0.2.1", 80), "fast"), TypeError, "connect_time must be"),
+        (lambda h: h.record_success(("192.0.2.1", 80), -1.0), ValueError, "connect_time must be"),
+        (lambda h: h.record_success(("192.0.2.1", 80), float("nan")), ValueError, "connect_time"),
+        (lambda h: h.record_failure(("192.0.2.1", 80), "bogus"), ValueError, "kind must be one of"),
+        (lambda h: h.is_cooling(("192.0.2.1",)), TypeError, "sockaddr must be a"),
+        (lambda h: h.record_success((1, 2), 1.0), TypeError, "sockaddr must be a"),
+        (lambda h: h.connect_time(None), TypeError, "sockaddr must be a"),
+        (lambda h: h.attempt_delay(ai(A4), "x"), TypeError, "default must be a number"),
+        (lambda h: h.attempt_delay(("x",), 0.25), ValueError, r"addr_info\[0\] must be a 5-tuple"),
+    ],
+)
+def test_methods_reject_bad_arguments(call: Any, exc: type[Exception], match: str) -> None:
+    history = AddressHistory(clock=Clock())
+    with pytest.raises(exc, match=match):
+        call(history)
+    assert history.to_json() == {"version": 1, "entries": []}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("successes", math.inf, "successes and failures must be non-negative ints"),
+        ("failures", -1, "successes and failures must be non-negative ints"),
+        ("connect_time", math.nan, "expected a finite number"),
+        ("connect_time", -0.5, "expected a finite number >= 0.0"),
+        ("failed_at", math.inf, "expected a finite number"),
+    ],
+)
+def test_from_json_rejects_bad_numbers(field: str, value: Any, match: str) -> None:
+    entry: dict[str, Any] = {
+        "address": A4,
+        "port": 80,
+        "scope": 0,
+        "connect_time": None,
+        "successes": 0,
+        "failures": 0,
+        "failure": None,
+        "failed_at": None,
+    }
+    entry[field] = value
+    with pytest.raises(ValueError, match=match):
+        AddressHistory.from_json({"version": 1, "entries": [entry]})

@@ -768,3 +768,8 @@ def test_a_trace_that_raises_ends_the_call_cleanly(vrun: Runner[Any], on: str) -
         assert all(s.close_count == 1 for s in net.sockets)
 
     vrun(main)
+
+
+def test_failed_addr_infos_wants_an_exception() -> None:
+    with pytest.raises(TypeError, match="error must be an exception, got 42"):
+        failed_addr_infos(42)  # type: ignore[arg-type]

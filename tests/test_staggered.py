@@ -153,3 +153,11 @@ def test_bad_delay(vrun: Runner[Any], delay: Any, exc: type[Exception], match: s
             await staggered_race([], 0.1, loop=object())  # type: ignore[arg-type]
 
     vrun(main)
+
+
+def test_coro_fns_must_be_iterable(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        with pytest.raises(TypeError, match="coro_fns must be an iterable of coroutine functions"):
+            await staggered_race(5, 0.1)  # type: ignore[arg-type]
+
+    vrun(main)

@@ -183,3 +183,23 @@ def test_failed_handoff_closes_the_socket(run: Runner[Any], no_fd_leak: None) ->
 def test_facade_exports_the_wrappers() -> None:
     assert happydial.open_connection is open_connection
     assert happydial.create_connection is create_connection
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"limit": "x"}, TypeError, "limit must be an int, got 'x'"),
+        ({"limit": 0}, ValueError, "limit must be positive, got 0"),
+        ({"ssl": object()}, TypeError, "ssl must be an ssl.SSLContext, a bool or None"),
+        ({"server_hostname": "example.org"}, ValueError, "server_hostname is only meaningful"),
+        ({"ssl": True, "server_hostname": 5}, TypeError, "server_hostname must be a str or None"),
+    ],
+)
+def test_wrapper_arguments_fail_before_connecting(
+    run: Runner[Any], kwargs: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    async def main() -> None:
+        with pytest.raises(exc, match=match):
+            await open_connection("127.0.0.1", 1, **kwargs)
+
+    run(main)

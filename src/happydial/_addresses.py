@@ -33,6 +33,7 @@ __all__ = [
     "check_addr_infos",
     "interleave_addr_infos",
     "ip_addresses_to_addr_infos",
+    "literal_addr_info",
     "pop_addr_infos_interleave",
     "remove_addr_infos",
 ]
@@ -333,9 +334,13 @@ def addr_to_addr_infos(
     """
     if addr is None:
         return None
-    what = f"addr {addr!r}"
     if not isinstance(addr, tuple):
         raise TypeError(f"addr must be a tuple (host, port, ...) or None, got {addr!r}")
+    return [literal_addr_info(addr, f"addr {addr!r}")]
+
+
+def literal_addr_info(addr: tuple[Any, ...], what: str) -> AddrInfoType:
+    """The addr_info of an IP-literal address tuple; errors start with *what*."""
     if not 2 <= len(addr) <= 4:
         raise ValueError(f"{what}: expected (host, port[, flowinfo[, scope_id]])")
     host, port = addr[0], addr[1]
@@ -352,10 +357,8 @@ def addr_to_addr_infos(
     if ip.version == 4:
         if len(addr) != 2:
             raise ValueError(f"{what}: an IPv4 address is (host, port)")
-        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
-    return [
-        (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", _ipv6_sockaddr(addr, what))
-    ]
+        return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))
+    return (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", _ipv6_sockaddr(addr, what))
 
 
 def _ipv6_sockaddr(addr: tuple[Any, ...], what: str) -> tuple[str, int, int, int]:
@@ -412,15 +415,14 @@ def ip_addresses_to_addr_infos(
     if isinstance(addresses, (str, bytes)) or not isinstance(addresses, Iterable):
         raise TypeError(f"addresses must be an iterable of IP addresses, got {addresses!r}")
     result: dict[_NormalisedAddr, AddrInfoType] = {}
-    for address in addresses:
+    for i, address in enumerate(addresses):
         if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             text = str(address)  # includes "%scope" for a scoped IPv6Address
         elif isinstance(address, str):
             text = address
         else:
-            raise TypeError(f"addresses: expected an IP address or a str, got {address!r}")
-        entries = addr_to_addr_infos((text, port))
-        entry = entries[0]  # type: ignore[index]
+            raise TypeError(f"addresses[{i}]: expected an IP address or a str, got {address!r}")
+        entry = literal_addr_info((text, port), f"addresses[{i}] {text!r}")
         result.setdefault(_normalise(entry[4]), entry)  # type: ignore[arg-type]
     return list(result.values())
 

@@ -34,8 +34,8 @@ from ._addresses import (
     _check_count,
     _interleave,
     _is_int,
-    addr_to_addr_infos,
     check_addr_infos,
+    literal_addr_info,
 )
 from ._history import AddressHistory
 from ._racer import ConnectRace, _check_callable, apply_history, check_ip_literals
@@ -101,7 +101,7 @@ def _literal_addr_infos(host: str, port: int) -> list[AddrInfoType] | None:
         ipaddress.ip_address(host)
     except ValueError:
         return None
-    return addr_to_addr_infos((host, port))
+    return [literal_addr_info((host, port), f"host {host!r}")]
 
 
 class _Feeder:
@@ -232,9 +232,19 @@ def _no_address(family: int, host: str) -> socket.gaierror:
     return socket.gaierror(socket.EAI_NODATA, f"no {name} address for {host!r}")
 
 
+def _local_addr_infos(local_addr: object) -> list[AddrInfoType] | None:
+    if local_addr is None:
+        return None
+    if not isinstance(local_addr, tuple):
+        raise TypeError(f"local_addr must be a tuple (host, port) or None, got {local_addr!r}")
+    return [literal_addr_info(local_addr, f"local_addr {local_addr!r}")]
+
+
 def _check_host_port(host: object, port: object) -> None:
-    if not isinstance(host, str) or not host:
-        raise TypeError(f"host must be a non-empty str, got {host!r}")
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, got {host!r}")
+    if not host:
+        raise ValueError("host must not be empty")
     if not _is_int(port):
         raise TypeError(f"port must be an int, got {port!r}")
     if not 0 <= port <= 65535:  # type: ignore[operator]
@@ -299,13 +309,15 @@ async def connect(
         ValueError: An argument has a bad value.
     """
     _check_host_port(host, port)
+    if not _is_int(family):
+        raise TypeError(f"family must be an int (AF_UNSPEC, AF_INET or AF_INET6), got {family!r}")
     if family not in _FAMILIES:
         raise ValueError(f"family must be AF_UNSPEC, AF_INET or AF_INET6, got {family!r}")
     delay = check_delay(happy_eyeballs_delay, "happy_eyeballs_delay", allow_zero=True)
     res_delay = check_delay(resolution_delay, "resolution_delay", allow_zero=True)
     timeout = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
     count = _check_count(first_address_family_count, "first_address_family_count")
-    local = addr_to_addr_infos(local_addr)
+    local = _local_addr_infos(local_addr)
     _check_callable(socket_factory, "socket_factory")
     _check_callable(resolver, "resolver")
     _check_callable(trace, "trace")

@@ -64,6 +64,8 @@ def failed_addr_infos(error: BaseException) -> list[AddrInfoType]:
         The addr_info of every failed attempt, in attempt order (empty when the
         error does not come from a connection attempt).
     """
+    if not isinstance(error, BaseException):
+        raise TypeError(f"error must be an exception, got {error!r}")
     group = error if isinstance(error, BaseExceptionGroup) else error.__cause__
     members = group.exceptions if isinstance(group, BaseExceptionGroup) else (error,)
     result: list[AddrInfoType] = []

@@ -82,7 +82,21 @@ class _Record:
         self.failed_at = failed_at
 
 
-def _key(sockaddr: tuple[Any, ...]) -> _Key | None:
+_KINDS = frozenset(("timeout", "refused", "unreachable", "error"))
+
+
+def _key(sockaddr: object) -> _Key | None:
+    """The history's key for *sockaddr*; ``None`` for a host that is no IP literal."""
+    if (
+        not isinstance(sockaddr, tuple)
+        or not 2 <= len(sockaddr) <= 4
+        or not isinstance(sockaddr[0], str)
+        or not _is_int(sockaddr[1])
+        or not all(_is_int(field) for field in sockaddr[2:])
+    ):
+        raise TypeError(
+            f"sockaddr must be a (host, port[, flowinfo, scope_id]) tuple, got {sockaddr!r}"
+        )
     normal = _normalise(sockaddr)
     if normal is None:
         return None
@@ -143,8 +157,13 @@ class AddressHistory:
             min_attempt_delay, "min_attempt_delay", minimum=_HARD_FLOOR
         )
         self.max_attempt_delay = _check_seconds(
-            max_attempt_delay, "max_attempt_delay", minimum=self.min_attempt_delay
+            max_attempt_delay, "max_attempt_delay", minimum=_HARD_FLOOR
         )
+        if self.min_attempt_delay > self.max_attempt_delay:
+            raise ValueError(
+                f"min_attempt_delay ({self.min_attempt_delay:g} s) must not exceed"
+                f" max_attempt_delay ({self.max_attempt_delay:g} s)"
+            )
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {clock!r}")
         self._clock = clock
@@ -167,6 +186,7 @@ class AddressHistory:
 
     def record_success(self, sockaddr: tuple[Any, ...], connect_time: float) -> None:
         """An attempt to *sockaddr* connected after *connect_time* seconds."""
+        connect_time = _check_seconds(connect_time, "connect_time", minimum=0.0)
         key = _key(sockaddr)
         if key is None:
             return
@@ -182,6 +202,8 @@ class AddressHistory:
 
     def record_failure(self, sockaddr: tuple[Any, ...], kind: FailureKind) -> None:
         """An attempt to *sockaddr* failed (or was overtaken: ``"timeout"``)."""
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
         key = _key(sockaddr)
         if key is None:
             return
@@ -260,7 +282,9 @@ class AddressHistory:
         A small multiple of the address's measured connect time, clamped to
         ``[min_attempt_delay, max_attempt_delay]``; *default* when nothing was measured.
         """
-        measured = self.connect_time(addr_info[4])
+        default = _check_seconds(default, "default", minimum=0.0)
+        entry = check_addr_infos([addr_info], "addr_info")[0]
+        measured = self.connect_time(entry[4])
         if measured is None:
             return default
         return min(
@@ -306,7 +330,7 @@ class AddressHistory:
         for i, item in enumerate(entries):
             try:
                 key, record = _parse_entry(item)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 raise ValueError(f"history export: entries[{i}] is malformed: {exc}") from None
             history._records[key] = record
             if len(history._records) > history.max_entries:
@@ -319,21 +343,26 @@ def _parse_entry(item: Any) -> tuple[_Key, _Record]:
     port, scope = item["port"], item["scope"]
     if not _is_int(port) or not (_is_int(scope) or isinstance(scope, str)):
         raise TypeError("port must be an int and scope an int or a str")
+    successes, failures = item["successes"], item["failures"]
+    if not (_is_int(successes) and _is_int(failures) and successes >= 0 and failures >= 0):
+        raise ValueError("successes and failures must be non-negative ints")
     record = _Record(
-        connect_time=_optional_float(item["connect_time"]),
-        successes=int(item["successes"]),
-        failures=int(item["failures"]),
+        connect_time=_optional_float(item["connect_time"], minimum=0.0),
+        successes=successes,
+        failures=failures,
         failure=item["failure"],
-        failed_at=_optional_float(item["failed_at"]),
+        failed_at=_optional_float(item["failed_at"], minimum=-math.inf),
     )
-    if record.failure not in (None, "timeout", "refused", "unreachable", "error"):
+    if record.failure is not None and record.failure not in _KINDS:
         raise ValueError(f"unknown failure kind {record.failure!r}")
     return (address, port, scope), record
 
 
-def _optional_float(value: object) -> float | None:
+def _optional_float(value: object, *, minimum: float) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected a number or null, got {value!r}")
+    if math.isnan(value) or math.isinf(value) or value < minimum:
+        raise ValueError(f"expected a finite number >= {minimum}, got {value!r}")
     return float(value)

@@ -101,6 +101,9 @@ async def staggered_race(
         KeyboardInterrupt: Raised by an attempt (as is ``SystemExit``).
     """
     checked = check_delay(delay, "delay", allow_zero=True)
+    given: object = coro_fns  # typed callers aside, anything may arrive here
+    if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+        raise TypeError(f"coro_fns must be an iterable of coroutine functions, got {coro_fns!r}")
     running = asyncio.get_running_loop()
     if loop is not None and loop is not running:
         raise ValueError(f"loop must be the running event loop, got {loop!r}")

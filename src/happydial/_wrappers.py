@@ -30,6 +30,20 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 _STREAM_LIMIT = 2**16  # asyncio.streams' default buffer limit
 
 
+def _check_ssl(ssl: object, server_hostname: object) -> None:
+    """Refuse what asyncio would only reject after the connection is made."""
+    if ssl is not None and not isinstance(ssl, bool):
+        import ssl as ssl_module  # noqa: PLC0415 - only when a context is passed: slow import
+
+        if not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext, a bool or None, got {ssl!r}")
+    if server_hostname is not None:
+        if not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if not isinstance(server_hostname, str):
+            raise TypeError(f"server_hostname must be a str or None, got {server_hostname!r}")
+
+
 async def create_connection(
     protocol_factory: Callable[[], P],
     host: str,
@@ -58,6 +72,7 @@ async def create_connection(
         ``(transport, protocol)``.
     """
     loop = asyncio.get_running_loop()
+    _check_ssl(ssl, server_hostname)
     if ssl and server_hostname is None:
         server_hostname = host
     extra: dict[str, Any] = {}
@@ -98,6 +113,10 @@ async def open_connection(
     Returns:
         ``(reader, writer)``.
     """
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, got {limit!r}")
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit!r}")
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
