@@ -123,7 +123,7 @@ class Schedule(Generic[ItemT]):
 
     # -- what subclasses provide ---------------------------------------------
 
-    def launch(self, item: ItemT, index: int) -> Attempt | None:  # pragma: no cover - abstract
+    def launch(self, item: ItemT, index: int) -> Attempt | None:
         """Start attempt *index*; report through :meth:`report`. ``None``: nothing to abort."""
         raise NotImplementedError
 
