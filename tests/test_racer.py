@@ -773,3 +773,35 @@ def test_a_trace_that_raises_ends_the_call_cleanly(vrun: Runner[Any], on: str) -
 def test_failed_addr_infos_wants_an_exception() -> None:
     with pytest.raises(TypeError, match="error must be an exception, got 42"):
         failed_addr_infos(42)  # type: ignore[arg-type]
+
+
+def test_a_link_local_address_without_scope_fails_clearly(vrun: Runner[Any]) -> None:
+    # zeroconf's parsed_addresses() drops the scope; the kernel would say only EINVAL.
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop())
+        net.script("fe80::1", delay=0.01)
+        net.script(A4, delay=0.01)
+        unscoped = (socket.AF_INET6, STREAM, TCP, "", ("FE80::1", 80, 0, 0))
+        with pytest.raises(OSError, match=r"link-local address FE80::1 needs a scope id") as info:
+            await start_connection([unscoped], socket_factory=net.socket_factory)
+        assert info.value.errno == errno.EINVAL
+        assert net.sockets == []  # refused before a socket was made
+        # In a list, it is one failed attempt among others.
+        sock = await start_connection(
+            [unscoped, ai(A4)], happy_eyeballs_delay=0.25, socket_factory=net.socket_factory
+        )
+        assert net.start_times == {A4: 0.0}
+        sock.close()
+        # With a scope, by number or by name, it is tried.
+        scoped_addrs: list[tuple[Any, ...]] = [
+            ("fe80::1", 80, 0, 1),
+            ("fe80::1%lo", 80, 0, 0),
+            ("fec0::1", 80),  # outside fe80::/10: no scope needed
+        ]
+        for scoped in scoped_addrs:
+            net.script(scoped[0], delay=0.01)
+            entry = (socket.AF_INET6, STREAM, TCP, "", scoped)
+            sock = await start_connection([entry], socket_factory=net.socket_factory)
+            sock.close()
+
+    vrun(main)

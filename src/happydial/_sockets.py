@@ -24,6 +24,7 @@ import errno
 import socket
 from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
+from typing import Any
 
 from ._addresses import AddrInfoType, SocketFactoryType
 from ._errors import no_local_address_error
@@ -50,6 +51,23 @@ def _uses_writer_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
     return capable and "sock_connect" not in getattr(loop, "__dict__", ())
 
 
+# fe80::/10, the IPv6 link-local prefix: "fe8", "fe9", "fea" and "feb" as text.
+_LINK_LOCAL_PREFIXES = frozenset(("fe8", "fe9", "fea", "feb"))
+
+
+def _check_scope(sockaddr: tuple[Any, ...]) -> None:
+    """A link-local address means nothing without its interface: say so, clearly."""
+    host = sockaddr[0]
+    scope = sockaddr[3] if len(sockaddr) > 3 else 0
+    if scope == 0 and "%" not in host:
+        # The kernel's answer would be a bare EINVAL ("Invalid argument").
+        raise OSError(
+            errno.EINVAL,
+            f"link-local address {host} needs a scope id (the interface to use), as"
+            f" {host}%eth0 or (host, port, 0, if_nametoindex('eth0'))",
+        )
+
+
 def make_socket(
     addr_info: AddrInfoType,
     local_addr_infos: list[AddrInfoType] | None,
@@ -60,7 +78,9 @@ def make_socket(
     Raises:
         OSError: Socket creation or binding failed; the socket (if any) is closed.
     """
-    family, type_, proto, _, _ = addr_info
+    family, type_, proto, _, sockaddr = addr_info
+    if family == socket.AF_INET6 and sockaddr[0][:3].lower() in _LINK_LOCAL_PREFIXES:
+        _check_scope(sockaddr)
     if socket_factory is None:
         sock = socket.socket(family=family, type=type_, proto=proto)
     else:
