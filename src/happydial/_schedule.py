@@ -131,6 +131,10 @@ class Schedule(Generic[ItemT]):
         """Seconds from the start of attempt *index* to the next start (default: ``delay``)."""
         return self.delay  # type: ignore[return-value]
 
+    def is_failure(self, error: BaseException) -> bool:
+        """Whether *error* fails its attempt (the next one starts) rather than the race."""
+        return isinstance(error, FAILURES)
+
     def discard(self, index: int) -> None:
         """Attempt *index* is over and lost: release what it holds (default: nothing)."""
 
@@ -196,14 +200,14 @@ class Schedule(Generic[ItemT]):
         self._launching = True
         try:
             attempt = self.launch(item, index)
-        except FAILURES as exc:
+        except BaseException as exc:  # noqa: BLE001 - classified; a bug is re-raised by run()
+            if not self.is_failure(exc):
+                self._pending.discard(index)
+                self._fail_with_bug(exc)
+                return
             # Creating or binding the socket failed: a failure of this attempt.
             attempt = None
             self._deferred.append((index, exc))
-        except BaseException as exc:  # noqa: BLE001 - re-raised by run(), after cleanup
-            self._pending.discard(index)
-            self._fail_with_bug(exc)
-            return
         finally:
             self._launching = False
         if attempt is not None:
@@ -273,7 +277,7 @@ class Schedule(Generic[ItemT]):
             self.winner = index
             self.on_success(index)
             self._finish()
-        elif not isinstance(error, FAILURES):
+        elif not self.is_failure(error):
             self.discard(index)
             self._fail_with_bug(error)
         else:

@@ -34,18 +34,20 @@ class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
         task = self.loop.create_task(self._run_one(item, index))
         return Attempt(self.loop, -1, task)
 
+    def is_failure(self, error: BaseException) -> bool:
+        """Anything a coroutine raises fails its attempt, but these two (as CPython)."""
+        return not isinstance(error, (KeyboardInterrupt, SystemExit))
+
     async def _run_one(self, coro_fn: Callable[[], Awaitable[T]], index: int) -> None:
         try:
             result = await coro_fn()
-        except (KeyboardInterrupt, SystemExit) as exc:
-            self.report(index, exc)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # aborted by the race, or the whole task was cancelled
-            self.report(index, _AttemptError(exc))  # the coroutine raised it by itself
-        except Exception as exc:  # noqa: BLE001 - recorded as this attempt's failure
-            self.report(index, _AttemptError(exc))
+            self.report(index, exc)  # the coroutine raised it by itself
+        except BaseException as exc:  # noqa: BLE001 - classified by is_failure()
+            self.report(index, exc)
         else:
             self.results[index] = result
             self.report(index, None)
@@ -58,14 +60,6 @@ class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
             self.stop_feeding()
             return
         super()._start_one()
-
-
-class _AttemptError(OSError):
-    """Carries any exception through the schedule as a failure of its attempt."""
-
-    def __init__(self, exc: BaseException) -> None:
-        super().__init__()
-        self.exc = exc
 
 
 def _take_one(source: Iterator[T]) -> list[T]:
@@ -122,9 +116,7 @@ async def staggered_race(
 def _unwrap(race: _CoroutineRace[T]) -> list[BaseException | None]:
     exceptions: list[BaseException | None] = []
     for index, error in enumerate(race.errors):
-        if isinstance(error, _AttemptError):
-            exceptions.append(error.exc)
-        elif error is None and index != race.winner and index not in race.results:
+        if error is None and index != race.winner and index not in race.results:
             exceptions.append(asyncio.CancelledError())
         else:
             exceptions.append(error)
