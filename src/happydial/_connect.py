@@ -114,14 +114,12 @@ class _Feeder:
         families: list[int],
         resolution_delay: float,
         first_address_family_count: int,
-        trace: TraceType | None,
     ) -> None:
         self.race = race
         self.host = host
         self.waiting = set(families)
         self.resolution_delay = resolution_delay
         self.count = first_address_family_count
-        self.trace = trace
         self.held: list[AddrInfoType] = []
         self.timer: asyncio.TimerHandle | None = None
         self.seen: set[tuple[Any, ...]] = set()
@@ -135,9 +133,9 @@ class _Feeder:
         self.waiting.discard(family)
         if error is not None:
             self.errors.append(error)
-            if self.trace is not None:
+            if self.race.trace is not None:
                 self.race.emit(_trace.ResolutionFailed(self.host, family, error, loop.time()))
-        elif self.trace is not None:
+        elif self.race.trace is not None:
             self.race.emit(
                 _trace.ResolutionFinished(self.host, family, tuple(addr_infos or ()), loop.time())
             )
@@ -193,7 +191,7 @@ class _Feeder:
         else:
             merged = _interleave(v6 + v4, 1)  # keep alternating: IPv6's turn
         if race.history is not None:
-            emit = race.emit if self.trace is not None else None
+            emit = race.emit if race.trace is not None else None
             merged = apply_history(race.history, merged, race.loop, emit)
         race.add(merged)
 
@@ -209,7 +207,7 @@ async def _lookup(
     resolver: ResolverType, host: str, port: int, family: int, feeder: _Feeder
 ) -> None:
     loop = feeder.race.loop
-    if feeder.trace is not None:
+    if feeder.race.trace is not None:
         feeder.race.emit(_trace.ResolutionStarted(host, family, loop.time()))
     try:
         answer = await resolver(host, port, family)
@@ -341,7 +339,7 @@ async def connect(
         sock, _ = await race.connect(all_errors=all_errors)
         return sock
     families = _FAMILIES[family]
-    feeder = _Feeder(race, host, families, res_delay or 0.0, count, trace)
+    feeder = _Feeder(race, host, families, res_delay or 0.0, count)
     race.keep_feeding()
     lookups = [
         loop.create_task(_lookup(resolver or getaddrinfo_resolver, host, port, f, feeder))

@@ -244,7 +244,10 @@ class AddressHistory:
         Returns:
             The new order, and one reason per address that moved, for traces.
         """
-        entries = check_addr_infos(addr_infos)
+        return self._sort(check_addr_infos(addr_infos))
+
+    def _sort(self, entries: list[AddrInfoType]) -> tuple[list[AddrInfoType], list[str]]:
+        """:meth:`sort` on a list already validated (the racer's)."""
         now = self._clock()
         retry: list[AddrInfoType] = []
         good: list[tuple[float, int, AddrInfoType]] = []
@@ -285,11 +288,12 @@ class AddressHistory:
         default = _check_seconds(default, "default", minimum=0.0)
         entry = check_addr_infos([addr_info], "addr_info")[0]
         measured = self.connect_time(entry[4])
-        if measured is None:
-            return default
-        return min(
-            max(measured * self.delay_multiple, self.min_attempt_delay), self.max_attempt_delay
-        )
+        return default if measured is None else self.delay_for(measured)
+
+    def delay_for(self, connect_time: float) -> float:
+        """The adaptive attempt delay for a measured *connect_time* (RFC 8305 section 5)."""
+        adaptive = connect_time * self.delay_multiple
+        return min(max(adaptive, self.min_attempt_delay), self.max_attempt_delay)
 
     # -- persistence ---------------------------------------------------------
 

@@ -27,7 +27,7 @@ from ._addresses import (
 from ._errors import aggregate_errors, tag_error
 from ._history import AddressHistory, failure_kind
 from ._schedule import Schedule, check_delay
-from ._sockets import Attempt, make_socket, start_connect
+from ._sockets import Attempt, make_socket, start_connect, uses_writer_callbacks
 from ._trace import TraceType
 
 __all__ = ["ConnectRace", "apply_history", "check_ip_literals", "start_connection"]
@@ -56,7 +56,15 @@ def _close_quietly(sock: socket.socket) -> None:
 class ConnectRace(Schedule[AddrInfoType]):
     """A race of TCP connects over addr_infos, with one owner for all its sockets."""
 
-    __slots__ = ("history", "local_addr_infos", "socket_factory", "sockets", "start_times", "trace")
+    __slots__ = (
+        "history",
+        "local_addr_infos",
+        "socket_factory",
+        "sockets",
+        "start_times",
+        "trace",
+        "writer_callbacks",
+    )
 
     def __init__(
         self,
@@ -76,6 +84,7 @@ class ConnectRace(Schedule[AddrInfoType]):
         self.history = history
         self.sockets: dict[int, socket.socket] = {}
         self.start_times: list[float] = []
+        self.writer_callbacks = uses_writer_callbacks(loop)
 
     def emit(self, event: _trace.TraceEvent) -> None:
         """Hand *event* to the trace callable; an exception from it ends the race."""
@@ -92,7 +101,9 @@ class ConnectRace(Schedule[AddrInfoType]):
             self.start_times.append(self.loop.time())
         if self.trace is not None:
             self.emit(_trace.AttemptStarted(index, item, self.loop.time()))
-        return start_connect(self.loop, sock, item[4], index, self.report)
+        return start_connect(
+            self.loop, sock, item[4], index, self.report, writer_callbacks=self.writer_callbacks
+        )
 
     def on_failure(self, index: int, error: BaseException) -> None:
         """Name the address in the error, and trace it."""
@@ -124,10 +135,12 @@ class ConnectRace(Schedule[AddrInfoType]):
         delay: float = self.delay  # type: ignore[assignment]
         if self.history is None or delay == 0:
             return delay
-        adaptive = self.history.attempt_delay(item, delay)
+        measured = self.history.connect_time(item[4])
+        if measured is None:
+            return delay
+        adaptive = self.history.delay_for(measured)
         if adaptive != delay and self.trace is not None:
-            rtt = self.history.connect_time(item[4])
-            self.emit(_trace.DelayAdjusted(index, item, adaptive, rtt, self.loop.time()))
+            self.emit(_trace.DelayAdjusted(index, item, adaptive, measured, self.loop.time()))
         return adaptive
 
     def discard(self, index: int) -> None:
@@ -181,7 +194,7 @@ def apply_history(
     """
     if not isinstance(history, AddressHistory):
         raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
-    ordered, reasons = history.sort(entries)
+    ordered, reasons = history._sort(entries)  # entries are validated already
     if reasons and trace is not None:
         trace(_trace.HistoryReordered(tuple(entries), tuple(ordered), tuple(reasons), loop.time()))
     return ordered

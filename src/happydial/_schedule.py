@@ -64,6 +64,7 @@ class Schedule(Generic[ItemT]):
     # Slots: a race object is made per connection, and most of a cheap race's
     # cost is building it (see bench/).
     __slots__ = (
+        "_aborted",
         "_again",
         "_attempts",
         "_deferred",
@@ -78,7 +79,6 @@ class Schedule(Generic[ItemT]):
         "_timeouts",
         "_timer",
         "_timer_at",
-        "aborted",
         "attempt_timeout",
         "bug",
         "delay",
@@ -107,7 +107,7 @@ class Schedule(Generic[ItemT]):
         self._pending: set[int] = set()
         self._attempts: dict[int, Attempt] = {}
         self._timeouts: dict[int, asyncio.TimerHandle] = {}
-        self.aborted: list[asyncio.Task[None]] = []
+        self._aborted: list[asyncio.Task[None]] = []
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0
         self._due = False
@@ -313,7 +313,7 @@ class Schedule(Generic[ItemT]):
         """Stop *attempt* now; remember its task, if any, to await it later."""
         task = attempt.abort()
         if task is not None:
-            self.aborted.append(task)
+            self._aborted.append(task)
 
     def _fail_with_bug(self, exc: BaseException) -> None:
         self.bug = exc
@@ -350,10 +350,10 @@ class Schedule(Generic[ItemT]):
         except asyncio.CancelledError:
             if not self._finished:
                 self._finish()
-            if self.aborted:
+            if self._aborted:
                 await self._wait_aborted()
             raise
-        if self.aborted:
+        if self._aborted:
             await self._wait_aborted()
         if self.bug is not None:
             raise self.bug
@@ -362,12 +362,12 @@ class Schedule(Generic[ItemT]):
     async def _wait_aborted(self) -> None:
         """Wait for aborted tasks to end, even if cancelled meanwhile (then re-raise)."""
         cancelled: asyncio.CancelledError | None = None
-        while self.aborted:
-            tasks, self.aborted = self.aborted, []
+        while self._aborted:
+            tasks, self._aborted = self._aborted, []
             try:
                 await asyncio.wait(tasks)
             except asyncio.CancelledError as exc:
                 cancelled = exc
-                self.aborted.extend(t for t in tasks if not t.done())
+                self._aborted.extend(t for t in tasks if not t.done())
         if cancelled is not None:
             raise cancelled

@@ -29,7 +29,7 @@ from typing import Any
 from ._addresses import AddrInfoType, SocketFactoryType
 from ._errors import no_local_address_error
 
-__all__ = ["Attempt", "Report", "make_socket", "start_connect"]
+__all__ = ["Attempt", "Report", "make_socket", "start_connect", "uses_writer_callbacks"]
 
 Report = Callable[[int, BaseException | None], None]
 
@@ -37,7 +37,7 @@ _IN_PROGRESS = frozenset((errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN))
 _writer_capable: dict[type, bool] = {}
 
 
-def _uses_writer_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
+def uses_writer_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether *loop* has asyncio's (or uvloop's) own ``sock_connect`` and ``add_writer``."""
     cls = type(loop)
     capable = _writer_capable.get(cls)
@@ -150,14 +150,18 @@ def start_connect(
     address: tuple[object, ...],
     index: int,
     report: Report,
+    *,
+    writer_callbacks: bool,
 ) -> Attempt | None:
     """Start connecting *sock* to *address*; the outcome goes to ``report(index, ...)``.
+
+    *writer_callbacks* is :func:`uses_writer_callbacks` of *loop*, decided once per race.
 
     Returns:
         The attempt in flight, or ``None`` when it has already reported (the connect
         finished or failed at once).
     """
-    if not _uses_writer_callbacks(loop):
+    if not writer_callbacks:
         return _start_with_task(loop, sock, address, index, report)
     try:
         err = sock.connect_ex(address)
