@@ -272,6 +272,23 @@ def test_history_only_ever_permutes(entries: list[AddrInfoType], events: list[An
 # ---------------------------------------------------------------------------
 
 
+async def timed_connection(
+    net: FakeNetwork, history: AddressHistory, hosts: tuple[str, ...] = (A6, A4), **kwargs: Any
+) -> float:
+    """Connect (attempt delay 250 ms) through the fake network; the seconds it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sock = await start_connection(
+        [ai(host) for host in hosts],
+        happy_eyeballs_delay=0.25,
+        socket_factory=net.socket_factory,
+        history=history,
+        **kwargs,
+    )
+    sock.close()
+    return loop.time() - start
+
+
 def test_dead_ipv6_costs_one_delay_once_then_nothing(vrun: Runner[Any]) -> None:
     # RTT of IPv4 is 20 ms. Stateless, every connection takes 250 + 20 ms (13.5x).
     # With history, from the second connection on it takes 20 ms (1.0x).
@@ -281,18 +298,7 @@ def test_dead_ipv6_costs_one_delay_once_then_nothing(vrun: Runner[Any]) -> None:
         net.script(A6, outcome="hang")
         net.script(A4, delay=0.020)
         history = AddressHistory(clock=loop.time)
-        times = []
-        for _ in range(3):
-            start = loop.time()
-            sock = await start_connection(
-                [ai(A6), ai(A4)],
-                happy_eyeballs_delay=0.25,
-                socket_factory=net.socket_factory,
-                history=history,
-            )
-            times.append(loop.time() - start)
-            sock.close()
-        return times
+        return [await timed_connection(net, history) for _ in range(3)]
 
     times = vrun(main)
     assert times[0] == pytest.approx(0.270)
@@ -308,28 +314,13 @@ def test_a_good_path_that_dies_costs_the_adaptive_delay(vrun: Runner[Any]) -> No
         net.script(A4, delay=0.040)
         history = AddressHistory(clock=loop.time, cooldown=60)
         for _ in range(2):  # learn both paths
-            sock = await start_connection(
-                [ai(A4)], socket_factory=net.socket_factory, history=history
-            )
-            sock.close()
-            sock = await start_connection(
-                [ai(A6)], socket_factory=net.socket_factory, history=history
-            )
-            sock.close()
+            await timed_connection(net, history, (A4,))
+            await timed_connection(net, history, (A6,))
         net.script(A6, outcome="hang")  # the IPv6 path dies
         events: list[happydial.TraceEvent] = []
 
         async def timed_race() -> float:
-            start = loop.time()
-            sock = await start_connection(
-                [ai(A6), ai(A4)],
-                happy_eyeballs_delay=0.25,
-                socket_factory=net.socket_factory,
-                history=history,
-                trace=events.append,
-            )
-            sock.close()
-            return loop.time() - start
+            return await timed_connection(net, history, trace=events.append)
 
         # IPv6 (30 ms) was tried first; the next attempt came after max(2 x 30 ms, 100 ms).
         assert await timed_race() == pytest.approx(0.100 + 0.040)
@@ -353,27 +344,13 @@ def test_a_dead_path_that_comes_back_is_preferred_after_the_cooldown(vrun: Runne
         net.script(A6, delay=0.05, outcome="refuse")
         net.script(A4, delay=0.02)
         history = AddressHistory(clock=loop.time, cooldown=30)
-        sock = await start_connection(
-            [ai(A6), ai(A4)],
-            happy_eyeballs_delay=0.25,
-            socket_factory=net.socket_factory,
-            history=history,
-        )
-        sock.close()
+        await timed_connection(net, history)
         # During the cooldown IPv4 (known good) goes first, IPv6 last.
         assert hosts(history.sort([ai(A6), ai(A4)])[0]) == [A4, A6]
         net.script(A6, delay=0.01)  # repaired
         await asyncio.sleep(31)
         # After it, IPv6 is retried first although it never worked, and it wins.
-        start = loop.time()
-        sock = await start_connection(
-            [ai(A6), ai(A4)],
-            happy_eyeballs_delay=0.25,
-            socket_factory=net.socket_factory,
-            history=history,
-        )
-        assert loop.time() - start == pytest.approx(0.01)
-        sock.close()
+        assert await timed_connection(net, history) == pytest.approx(0.01)
         assert hosts(history.sort([ai(A4), ai(A6)])[0]) == [A6, A4]
 
     vrun(main)

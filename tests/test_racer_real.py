@@ -16,49 +16,27 @@ import pytest
 
 from happydial import AddrInfoType, failed_addr_infos, start_connection
 
+from . import integration_helpers as helpers
 from .conftest import Runner, open_fds
-
-
-def ai(host: str, port: int) -> AddrInfoType:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sockaddr = (host, port, 0, 0) if ":" in host else (host, port)
-    return (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)
+from .integration_helpers import ai
 
 
 @pytest.fixture
 def live() -> Iterator[int]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    yield srv.getsockname()[1]
-    srv.close()
+    with helpers.listening("127.0.0.1") as srv:
+        yield srv.getsockname()[1]
 
 
 @pytest.fixture
 def dead() -> Iterator[int]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.2", 0))
-    srv.listen(0)
-    port = srv.getsockname()[1]
-    fillers = []
-    for _ in range(4):  # fill the accept queue and the SYN backlog
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.2", port))
-        fillers.append(filler)
-    yield port
-    for filler in fillers:
-        filler.close()
-    srv.close()
+    with helpers.dead("127.0.0.2") as port:
+        yield port
 
 
 @pytest.fixture
-def refused() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port
+def refused() -> Iterator[int]:
+    with helpers.refusing("127.0.0.1") as port:
+        yield port
 
 
 def test_single_address(run: Runner[Any], live: int, no_fd_leak: None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import happydial
 from happydial import connect, create_connection, getaddrinfo_resolver, open_connection
 
 from .conftest import Runner
+from .integration_helpers import make_certificate, settle
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -24,15 +24,6 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.write(data)
     await writer.drain()
     writer.close()
-
-
-async def _settle() -> None:
-    """Let the server side finish its handshakes (bounded: 2 s)."""
-    for _ in range(200):
-        others = asyncio.all_tasks() - {asyncio.current_task()}
-        if not others:
-            return
-        await asyncio.sleep(0.01)
 
 
 def test_default_resolver_answers_per_family(run: Runner[Any]) -> None:
@@ -113,31 +104,7 @@ def test_a_late_answer_is_dropped(run: Runner[Any], monkeypatch: pytest.MonkeyPa
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(  # noqa: S603 - fixed arguments
-        [  # noqa: S607 - openssl from PATH, as a user would run it
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def test_tls_uses_the_host_name(run: Runner[Any], certificate: tuple[Path, Path]) -> None:
@@ -160,7 +127,7 @@ def test_tls_uses_the_host_name(run: Runner[Any], certificate: tuple[Path, Path]
             await open_connection("127.0.0.1", port, ssl=client_ctx, server_hostname="example.org")
         server.close()
         await server.wait_closed()
-        await _settle()
+        await settle()
 
     run(main)
 
