@@ -72,7 +72,6 @@ class Schedule(Generic[ItemT]):
         "_due",
         "_feeding",
         "_finished",
-        "_latest",
         "_launching",
         "_pending",
         "_scheduling",
@@ -111,7 +110,6 @@ class Schedule(Generic[ItemT]):
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0
         self._due = False
-        self._latest = -1
         self._launching = False
         self._scheduling = False
         self._again = False
@@ -195,7 +193,6 @@ class Schedule(Generic[ItemT]):
         index = len(self.started)
         self.started.append(item)
         self.errors.append(None)
-        self._latest = index
         self._pending.add(index)
         self._launching = True
         try:
@@ -284,7 +281,7 @@ class Schedule(Generic[ItemT]):
             self.errors[index] = error
             self.discard(index)
             self.on_failure(index, error)
-            if index == self._latest:
+            if index == len(self.started) - 1:  # the most recently started one
                 self._start_next()
             else:
                 self._maybe_finish()
