@@ -134,6 +134,8 @@ BAD_ENTRIES: list[tuple[Any, type[Exception], str]] = [
     ((socket.AF_UNIX, STREAM, 0, "", ("192.0.2.1", 80)), ValueError, "family must be AF_INET"),
     (("2", STREAM, TCP, "", ("192.0.2.1", 80)), TypeError, "family, type and proto must be ints"),
     ((V4, STREAM, TCP, None, ("192.0.2.1", 80)), TypeError, "canonname must be a str"),
+    ((V4, 2**32, TCP, "", ("192.0.2.1", 80)), ValueError, "type and proto must be in 0-"),
+    ((V4, STREAM, -1, "", ("192.0.2.1", 80)), ValueError, "type and proto must be in 0-"),
     ((V4, STREAM, TCP, "", ["192.0.2.1", 80]), TypeError, "sockaddr must be a tuple"),
     ((V4, STREAM, TCP, "", ("192.0.2.1", 80, 0, 0)), ValueError, "AF_INET sockaddr is"),
     ((V6, STREAM, TCP, "", ("::1",)), ValueError, "AF_INET6 sockaddr is"),

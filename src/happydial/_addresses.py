@@ -60,6 +60,7 @@ _AF_INET6 = int(socket.AF_INET6)
 _INT_TYPES = frozenset((int, socket.AddressFamily, socket.SocketKind))
 _MAX_PORT = 65535
 _MAX_U32 = 2**32 - 1
+_MAX_C_INT = 2**31 - 1
 
 
 # ---------------------------------------------------------------------------
@@ -114,6 +115,9 @@ def _check_addr_info(entry: Any, what: str) -> AddrInfoType:
         raise TypeError(f"{what}: family, type and proto must be ints, got {entry!r}")
     if family not in _INET_FAMILIES:
         raise ValueError(f"{what}: family must be AF_INET or AF_INET6, got {entry!r}")
+    if not (0 <= type_ <= _MAX_C_INT and 0 <= proto <= _MAX_C_INT):
+        # socket.socket() would raise OverflowError on them, mid-race.
+        raise ValueError(f"{what}: type and proto must be in 0-{_MAX_C_INT}, got {entry!r}")
     if not isinstance(canonname, str):
         raise TypeError(f"{what}: canonname must be a str, got {entry!r}")
     _check_sockaddr(family, sockaddr, what)
@@ -152,6 +156,8 @@ def check_addr_infos(addr_infos: object, name: str = "addr_infos") -> list[AddrI
                 and type(family) in _INT_TYPES
                 and type(type_) in _INT_TYPES
                 and type(proto) is int
+                and 0 <= type_ <= _MAX_C_INT
+                and 0 <= proto <= _MAX_C_INT
                 and (
                     (family == _AF_INET and len(sockaddr) == 2)
                     or (
