@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import settings
 
 from happydial.testing import VirtualClockLoop
+
+# In CI, property tests draw the same examples on every run, so a red CI is
+# reproducible from its log; run locally, they explore new inputs each time.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 T = TypeVar("T")
 Runner = Callable[[Callable[[], Awaitable[T]]], T]
