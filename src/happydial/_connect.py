@@ -34,12 +34,14 @@ from ._addresses import (
     _check_count,
     _interleave,
     _is_int,
+    _normalise,
     check_addr_infos,
     literal_addr_info,
 )
 from ._history import AddressHistory
 from ._racer import ConnectRace, _check_callable, apply_history, check_ip_literals
 from ._schedule import check_delay
+from ._sockets import being_cancelled
 from ._trace import TraceType
 
 __all__ = ["Resolver", "connect", "getaddrinfo_resolver"]
@@ -122,8 +124,9 @@ class _Feeder:
         self.count = first_address_family_count
         self.held: list[AddrInfoType] = []
         self.timer: asyncio.TimerHandle | None = None
-        self.seen: set[tuple[Any, ...]] = set()
-        self.errors: list[OSError] = []
+        self.seen: set[object] = set()
+        self.errors: dict[int, OSError] = {}
+        self.lookups: list[asyncio.Task[None]] = []
 
     def answered(
         self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None
@@ -132,7 +135,7 @@ class _Feeder:
         loop = self.race.loop
         self.waiting.discard(family)
         if error is not None:
-            self.errors.append(error)
+            self.errors[family] = error
             if self.race.trace is not None:
                 self.race.emit(_trace.ResolutionFailed(self.host, family, error, loop.time()))
         elif self.race.trace is not None:
@@ -140,9 +143,13 @@ class _Feeder:
                 _trace.ResolutionFinished(self.host, family, tuple(addr_infos or ()), loop.time())
             )
         fresh = []
-        for entry in addr_infos or ():
-            if entry[4] not in self.seen:  # zeroconf, for one, repeats addresses
-                self.seen.add(entry[4])
+        for answer in addr_infos or ():
+            entry, key = _canonical(answer)
+            # One address, one attempt: zeroconf repeats addresses, resolvers spell
+            # IPv6 differently (2001:db8::1, 2001:0db8::1) or answer an IPv4 address
+            # as its IPv4-mapped IPv6 copy (::ffff:192.0.2.1).
+            if key not in self.seen:
+                self.seen.add(key)
                 fresh.append(entry)
         if fresh and self.waiting and self._should_wait(family, fresh):
             self.held = fresh
@@ -196,8 +203,31 @@ class _Feeder:
         race.add(merged)
 
     def close(self) -> None:
-        """Cancel the resolution-delay timer, if any."""
+        """Cancel the resolution-delay timer and abandon the lookups still running.
+
+        Nothing is awaited: an abandoned lookup never delays the caller, and the
+        caller's own cancellation can never land between a won race and the return
+        of its socket. A lookup task ends on its own once it sees the cancellation
+        (at the loop's next iteration for a resolver that is just waiting).
+        """
         self._take_held()
+        lookups, self.lookups = self.lookups, []  # once: a second cancel would cut a cleanup
+        for task in lookups:
+            task.cancel()  # the running one too: it sees it once it returns or awaits
+
+
+def _canonical(entry: AddrInfoType) -> tuple[AddrInfoType, object]:
+    """*entry* with an IPv4-mapped IPv6 address turned into IPv4, and its identity."""
+    if entry[0] != socket.AF_INET6:
+        return entry, (entry[4][0], entry[4][1])
+    key = _normalise(entry[4])  # the resolver's answer was checked to be a literal
+    ip = key[0]  # type: ignore[index]
+    mapped = ip.ipv4_mapped  # type: ignore[union-attr]
+    if mapped is None:
+        return entry, key
+    v4 = str(mapped)
+    port = entry[4][1]
+    return (socket.AF_INET, entry[1], entry[2], entry[3], (v4, port)), (v4, port)
 
 
 ResolverType = Resolver | Callable[[str, int, int], Awaitable[list[AddrInfoType]]]
@@ -206,23 +236,70 @@ ResolverType = Resolver | Callable[[str, int, int], Awaitable[list[AddrInfoType]
 async def _lookup(
     resolver: ResolverType, host: str, port: int, family: int, feeder: _Feeder
 ) -> None:
+    """One family's lookup, start to end; nothing ever escapes this task.
+
+    The task is cancelled only when the race no longer needs it (see
+    :meth:`_Feeder.close`); from then on, whatever the resolver does (answers,
+    fails, raises while cleaning up) is nobody's business and is dropped.
+    """
     loop = feeder.race.loop
     if feeder.race.trace is not None:
         feeder.race.emit(_trace.ResolutionStarted(host, family, loop.time()))
+        if being_cancelled():
+            return  # the trace raised and ended the race: do not even ask
+    # No local may hold an error past its except clause: the error's traceback
+    # holds this frame, and the frame the feeder (a cycle, freed only by the GC).
     try:
-        answer = await resolver(host, port, family)
-        entries = [a for a in check_addr_infos(answer, "resolver result") if a[0] == family]
-        check_ip_literals(entries, "resolver result")
-        if not entries:
-            raise _no_address(family, host)  # noqa: TRY301 - one path for every "no address"
+        entries = _usable(await resolver(host, port, family), family, host)
     except OSError as exc:
-        feeder.answered(family, None, exc)
-    except Exception as exc:
-        # A bug in the resolver: end the race with it (not a "no address" answer).
-        feeder.race.report_bug(exc)
-        raise
+        if not being_cancelled():
+            feeder.answered(family, None, exc)
+    except asyncio.CancelledError as exc:
+        if being_cancelled():
+            raise
+        # The resolver was cancelled by someone else (a shared in-flight lookup that
+        # another waiter cancelled): this family's lookup failed, the other goes on.
+        feeder.answered(family, None, _cancelled_lookup(host, exc))
+    except BaseException as exc:  # noqa: BLE001 - every kind: see _resolver_bug
+        _resolver_bug(feeder, exc)
     else:
+        if being_cancelled():
+            # The resolver swallowed its cancellation and answered anyway. Run by
+            # test_an_abandoned_lookup_is_nobodys_business[answers], but coverage's
+            # tracer does not see this frame once a CancelledError was thrown into it.
+            return  # pragma: no cover
         feeder.answered(family, entries, None)
+
+
+def _resolver_bug(feeder: _Feeder, exc: BaseException) -> None:
+    """A bug in the resolver (or KeyboardInterrupt, SystemExit): it ends the race.
+
+    It reaches the caller through the race. Raised in the lookup's task instead, it
+    would stay in a task nobody awaits, to be logged, or lost. Once the lookup was
+    abandoned it is nobody's business, but for the two that stop a program.
+    """
+    if not being_cancelled():
+        feeder.race.report_bug(exc)
+    elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        raise exc
+
+
+def _cancelled_lookup(host: str, cause: asyncio.CancelledError) -> socket.gaierror:
+    error = socket.gaierror(socket.EAI_AGAIN, f"the resolver's lookup of {host!r} was cancelled")
+    error.__cause__ = cause
+    return error
+
+
+def _usable(answer: object, family: int, host: str) -> list[AddrInfoType]:
+    """The entries of a resolver's *answer* for *family*; ``gaierror`` when there are none."""
+    entries = [a for a in check_addr_infos(answer, "resolver result") if a[0] == family]
+    check_ip_literals(entries, "resolver result")
+    if not entries:
+        raise _no_address(family, host)
+    return entries
+
+
+_RECORD: dict[int, str] = {socket.AF_INET6: "AAAA", socket.AF_INET: "A"}
 
 
 def _no_address(family: int, host: str) -> socket.gaierror:
@@ -341,28 +418,40 @@ async def connect(
     families = _FAMILIES[family]
     feeder = _Feeder(race, host, families, res_delay or 0.0, count)
     race.keep_feeding()
-    lookups = [
-        loop.create_task(_lookup(resolver or getaddrinfo_resolver, host, port, f, feeder))
-        for f in families
-    ]
+    # The lookups are abandoned the moment the race ends (won, failed or
+    # cancelled), from inside the race: they see their cancellation before this
+    # task resumes, and nothing after the race is awaited.
+    race.when_finished = feeder.close
+    resolve = resolver or getaddrinfo_resolver
+    feeder.lookups = [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
     try:
         sock, _ = await race.connect(all_errors=all_errors)
     except OSError:
         if race.started:
             raise
-        error = _resolution_error(host, feeder.errors)
+        error = _resolution_error(host, families, feeder.errors)
         raise error from error.__cause__
     finally:
-        feeder.close()
-        for task in lookups:
-            task.cancel()
-        await asyncio.gather(*lookups, return_exceptions=True)
+        feeder.close()  # awaits nothing: see _Feeder.close
+        feeder.errors = {}  # their tracebacks hold the lookups' frames, which hold the feeder
     return sock
 
 
-def _resolution_error(host: str, errors: list[OSError]) -> socket.gaierror:
-    first = errors[0]
+def _resolution_error(
+    host: str, families: list[int], errors: dict[int, OSError]
+) -> socket.gaierror:
+    """One error for failed lookups, naming each family once: ``AAAA: ...; A: ...``."""
+    failed = [f for f in families if f in errors]
+    first = errors[failed[0]]
     code = first.errno if isinstance(first, socket.gaierror) else socket.EAI_NONAME
-    error = socket.gaierror(code, f"cannot resolve {host!r}: " + "; ".join(str(e) for e in errors))
-    error.__cause__ = ExceptionGroup(f"lookups of {host!r} failed", errors)
+    texts = [str(errors[f]) for f in failed]
+    if len(set(texts)) == 1:
+        which = " and ".join(_RECORD[f] for f in failed)
+        message = f"cannot resolve {host!r} ({which}): {texts[0]}"
+    else:
+        message = f"cannot resolve {host!r}: " + "; ".join(
+            f"{_RECORD[f]}: {text}" for f, text in zip(failed, texts, strict=True)
+        )
+    error = socket.gaierror(code, message)
+    error.__cause__ = ExceptionGroup(f"lookups of {host!r} failed", [errors[f] for f in failed])
     return error

@@ -16,7 +16,7 @@ raised itself, as CPython's ``create_connection(all_errors=True)`` does.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import errno
 import socket
 
@@ -94,9 +94,7 @@ def aggregate_errors(errors: list[Exception], *, all_errors: bool) -> Exception:
     if len(errors) == 1 or all(str(e) == str(first) for e in errors[1:]):
         # Raise a copy: the original stays in the group with its own traceback, and
         # the raised error does not end up inside its own cause.
-        result: Exception = copy.copy(first)
-        result.__traceback__ = None
-        result.__notes__ = list(getattr(first, "__notes__", ()))
+        result: Exception = _clone(first)
     else:
         message = "Multiple exceptions: " + ", ".join(str(e) for e in errors)
         errnos = {getattr(e, "errno", None) for e in errors}
@@ -109,6 +107,43 @@ def aggregate_errors(errors: list[Exception], *, all_errors: bool) -> Exception:
             result = OSError(message)
     result.__cause__ = group
     return result
+
+
+_OSERROR_FIELDS = ("errno", "strerror", "filename", "filename2")
+
+
+def _clone(error: Exception) -> Exception:
+    """A shallow copy of *error* that never calls its class's ``__init__``.
+
+    ``copy.copy`` rebuilds an exception as ``cls(*error.args)``: for a class whose
+    ``__init__`` takes other arguments than it passes on (``BlockedError(host,
+    reason)`` calling ``super().__init__(EACCES, text)``), that raises ``TypeError``
+    or, worse, builds an error with the wrong message. Here the instance is made by
+    ``__new__`` and its state copied over, so the caller always gets the real error.
+    """
+    cls = type(error)
+    clone: Exception | None = None
+    for args in (error.args, ()):
+        try:
+            clone = cls.__new__(cls, *args)
+            break
+        except Exception:  # noqa: BLE001, S112 - a __new__ that refuses these args: try the next
+            continue
+    if clone is None:  # no __new__ that works: keep the substance in a plain error
+        fallback = OSError if isinstance(error, OSError) else RuntimeError
+        clone = fallback(*error.args)
+    clone.args = error.args
+    if isinstance(error, OSError):
+        for name in _OSERROR_FIELDS:
+            value = getattr(error, name)
+            if value is not None:  # None set explicitly would show in str(): "x: None"
+                setattr(clone, name, value)
+    with contextlib.suppress(AttributeError):  # a class with __slots__ has no __dict__
+        clone.__dict__.update(error.__dict__)
+    clone.__notes__ = list(getattr(error, "__notes__", ()))
+    clone.__cause__ = error.__cause__
+    clone.__suppress_context__ = error.__suppress_context__
+    return clone
 
 
 def no_local_address_error(family: int) -> OSError:

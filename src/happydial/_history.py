@@ -202,6 +202,8 @@ class AddressHistory:
 
     def record_failure(self, sockaddr: tuple[Any, ...], kind: FailureKind) -> None:
         """An attempt to *sockaddr* failed (or was overtaken: ``"timeout"``)."""
+        if not isinstance(kind, str):
+            raise TypeError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
         key = _key(sockaddr)

@@ -27,7 +27,13 @@ from ._addresses import (
 from ._errors import aggregate_errors, tag_error
 from ._history import AddressHistory, failure_kind
 from ._schedule import Schedule, check_delay
-from ._sockets import Attempt, make_socket, start_connect, uses_writer_callbacks
+from ._sockets import (
+    Attempt,
+    connect_address,
+    make_socket,
+    start_connect,
+    uses_writer_callbacks,
+)
 from ._trace import TraceType
 
 __all__ = ["ConnectRace", "apply_history", "check_ip_literals", "start_connection"]
@@ -36,7 +42,9 @@ __all__ = ["ConnectRace", "apply_history", "check_ip_literals", "start_connectio
 def check_ip_literals(addr_infos: list[AddrInfoType], name: str) -> None:
     """Refuse host names in sockaddrs: connecting to one would block on DNS."""
     for i, entry in enumerate(addr_infos):
-        host = entry[4][0].partition("%")[0]
+        host = entry[4][0]
+        if entry[0] == socket.AF_INET6:
+            host = host.partition("%")[0]  # a zone is part of an IPv6 literal only
         try:
             socket.inet_pton(entry[0], host)
         except OSError:
@@ -95,14 +103,18 @@ class ConnectRace(Schedule[AddrInfoType]):
 
     def launch(self, item: AddrInfoType, index: int) -> Attempt | None:
         """Create, bind and start connecting the socket of attempt *index*."""
+        if self.history is not None:
+            # Before anything can fail: start_times is indexed by attempt.
+            self.start_times.append(self.loop.time())
+        address = item[4]
+        if "%" in address[0]:
+            address = connect_address(address)
         sock = make_socket(item, self.local_addr_infos, self.socket_factory)
         self.sockets[index] = sock
-        if self.history is not None:
-            self.start_times.append(self.loop.time())
         if self.trace is not None:
             self.emit(_trace.AttemptStarted(index, item, self.loop.time()))
         return start_connect(
-            self.loop, sock, item[4], index, self.report, writer_callbacks=self.writer_callbacks
+            self.loop, sock, address, index, self.report, writer_callbacks=self.writer_callbacks
         )
 
     def on_failure(self, index: int, error: BaseException) -> None:
@@ -115,7 +127,7 @@ class ConnectRace(Schedule[AddrInfoType]):
 
     def on_success(self, index: int) -> None:
         """Record and trace the winner."""
-        if self.history is not None and index < len(self.start_times):
+        if self.history is not None:
             elapsed = self.loop.time() - self.start_times[index]
             self.history.record_success(self.started[index][4], elapsed)
         if self.trace is not None:
@@ -171,13 +183,16 @@ class ConnectRace(Schedule[AddrInfoType]):
         except BaseException:
             self.winner = None
             self.close_losers()
+            self.forget_errors()
             raise
         sock = self.close_losers()
         if winner is None or sock is None:
             errors = [e for e in self.errors if isinstance(e, Exception)]
+            self.forget_errors()
             if not errors:
                 raise OSError("no addresses to connect to")
             raise aggregate_errors(errors, all_errors=all_errors)
+        self.forget_errors()
         return sock, self.started[winner]
 
 

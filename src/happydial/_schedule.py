@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from ._sockets import Attempt
@@ -67,6 +67,7 @@ class Schedule(Generic[ItemT]):
         "_aborted",
         "_again",
         "_attempts",
+        "_busy",
         "_deferred",
         "_done",
         "_due",
@@ -85,6 +86,7 @@ class Schedule(Generic[ItemT]):
         "items",
         "loop",
         "started",
+        "when_finished",
         "winner",
     )
 
@@ -107,6 +109,7 @@ class Schedule(Generic[ItemT]):
         self._attempts: dict[int, Attempt] = {}
         self._timeouts: dict[int, asyncio.TimerHandle] = {}
         self._aborted: list[asyncio.Task[None]] = []
+        self._busy: dict[int, asyncio.Task[None]] = {}
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0
         self._due = False
@@ -115,6 +118,7 @@ class Schedule(Generic[ItemT]):
         self._again = False
         self._deferred: list[tuple[int, BaseException | None]] = []
         self._finished = False
+        self.when_finished: Callable[[], object] | None = None
         # Awaited by run(). A cancelled caller cancels this future too, which is why
         # the race's own state is the _finished flag, not this future's.
         self._done: asyncio.Future[None] = loop.create_future()
@@ -255,7 +259,12 @@ class Schedule(Generic[ItemT]):
     def _on_attempt_timeout(self, index: int) -> None:
         self._timeouts.pop(index)
         # The timer is cancelled when the attempt reports, so it is still in flight.
-        self._abort(self._attempts.pop(index))
+        task = self._abort(self._attempts.pop(index))
+        if task is not None:
+            # What the attempt holds is released only once its task has ended: on a
+            # proactor loop, closing a socket under an overlapped connect still in
+            # flight is the dangerous order.
+            self._busy[index] = task
         self.report(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
 
     def report(self, index: int, error: BaseException | None) -> None:
@@ -275,11 +284,11 @@ class Schedule(Generic[ItemT]):
             self.on_success(index)
             self._finish()
         elif not self.is_failure(error):
-            self.discard(index)
+            self._discard(index)
             self._fail_with_bug(error)
         else:
             self.errors[index] = error
-            self.discard(index)
+            self._discard(index)
             self.on_failure(index, error)
             if index == len(self.started) - 1:  # the most recently started one
                 self._start_next()
@@ -306,11 +315,20 @@ class Schedule(Generic[ItemT]):
         if not self._pending and not self.items and not self._feeding and not self._finished:
             self._finish()
 
-    def _abort(self, attempt: Attempt) -> None:
+    def _abort(self, attempt: Attempt) -> asyncio.Task[None] | None:
         """Stop *attempt* now; remember its task, if any, to await it later."""
         task = attempt.abort()
         if task is not None:
             self._aborted.append(task)
+        return task
+
+    def _discard(self, index: int) -> None:
+        """Release attempt *index*'s resources, once its task (if aborted) has ended."""
+        task = self._busy.pop(index, None)
+        if task is None or task.done():
+            self.discard(index)
+        else:
+            task.add_done_callback(lambda _: self.discard(index))
 
     def _fail_with_bug(self, exc: BaseException) -> None:
         self.bug = exc
@@ -331,6 +349,9 @@ class Schedule(Generic[ItemT]):
         for index in sorted(self._pending):
             self.on_abort(index)
         self._pending.clear()
+        hook, self.when_finished = self.when_finished, None  # once; and no cycle through it
+        if hook is not None:
+            hook()
         if not self._done.done():
             self._done.set_result(None)
 
@@ -352,9 +373,26 @@ class Schedule(Generic[ItemT]):
             raise
         if self._aborted:
             await self._wait_aborted()
-        if self.bug is not None:
-            raise self.bug
+        bug = self.bug
+        if bug is not None:
+            self.bug = None
+            try:
+                raise bug
+            finally:
+                # The traceback holds this frame: a frame holding the error too
+                # would be a cycle only the cyclic GC frees (with the whole race).
+                del bug
         return self.winner
+
+    def forget_errors(self) -> None:
+        """Drop the attempts' errors once they were handed on (raised or discarded).
+
+        An error raised while an attempt started carries a traceback whose frames
+        hold this race; the race holding the error would make a reference cycle
+        that keeps the race, its loop, trace and history alive until the cyclic
+        GC runs (CPython's create_connection breaks the same cycles).
+        """
+        self.errors = []
 
     async def _wait_aborted(self) -> None:
         """Wait for aborted tasks to end, even if cancelled meanwhile (then re-raise)."""

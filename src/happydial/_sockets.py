@@ -21,15 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 from typing import Any
 
 from ._addresses import AddrInfoType, SocketFactoryType
-from ._errors import no_local_address_error
+from ._errors import format_sockaddr, no_local_address_error
 
-__all__ = ["Attempt", "Report", "make_socket", "start_connect", "uses_writer_callbacks"]
+__all__ = [
+    "Attempt",
+    "Report",
+    "being_cancelled",
+    "connect_address",
+    "make_socket",
+    "start_connect",
+    "uses_writer_callbacks",
+]
 
 Report = Callable[[int, BaseException | None], None]
 
@@ -54,6 +63,10 @@ def uses_writer_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
 # fe80::/10, the IPv6 link-local prefix: "fe8", "fe9", "fea" and "feb" as text.
 _LINK_LOCAL_PREFIXES = frozenset(("fe8", "fe9", "fea", "feb"))
 
+# What the racer calls on a socket a factory returned. A socket.socket has all of
+# them; a test double (aiohappyeyeballs' suites pass MagicMock sockets) may too.
+_SOCKET_METHODS = ("setblocking", "fileno", "close")
+
 
 def _check_scope(sockaddr: tuple[Any, ...]) -> None:
     """A link-local address means nothing without its interface: say so, clearly."""
@@ -66,6 +79,41 @@ def _check_scope(sockaddr: tuple[Any, ...]) -> None:
             f"link-local address {host} needs a scope id (the interface to use), as"
             f" {host}%eth0 or (host, port, 0, if_nametoindex('eth0'))",
         )
+
+
+def connect_address(sockaddr: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The sockaddr to pass to ``connect``: a ``%zone`` in the host becomes the scope id.
+
+    ``socket.connect_ex(("fe80::1%eth0", port, 0, 0))`` takes the scope id from the
+    tuple (0), not from the text, and the kernel refuses the address with EINVAL;
+    ``loop.sock_connect`` resolves the zone first. aiohttp's resolvers produce
+    exactly this spelling for scoped answers. Mapping an interface name to its index
+    is a local call, not a lookup.
+
+    Raises:
+        OSError: The zone names no interface of this host (``ENXIO``), or it
+            disagrees with a non-zero scope id in the tuple (``EINVAL``).
+    """
+    host = sockaddr[0]
+    plain, _, zone = host.partition("%")
+    if not zone:
+        return sockaddr
+    if zone.isdigit():
+        scope = int(zone)
+    else:
+        try:
+            scope = socket.if_nametoindex(zone)
+        except OSError:
+            raise OSError(
+                errno.ENXIO, f"no network interface named {zone!r} for address {host}"
+            ) from None
+    given = sockaddr[3] if len(sockaddr) > 3 else 0
+    if given and given != scope:
+        raise OSError(
+            errno.EINVAL, f"address {host} names interface {scope}, but its scope id is {given}"
+        )
+    flowinfo = sockaddr[2] if len(sockaddr) > 2 else 0
+    return (plain, sockaddr[1], flowinfo, scope)
 
 
 def make_socket(
@@ -87,8 +135,7 @@ def make_socket(
         sock = socket_factory(addr_info)
         made: object = sock  # typed callers aside, a factory may return anything
         if not isinstance(made, socket.socket):
-            type_name = type(sock).__name__
-            raise TypeError(f"socket_factory must return a socket.socket, got {type_name}")
+            _check_socket_like(made)
     try:
         sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
         if local_addr_infos is not None:
@@ -97,6 +144,18 @@ def make_socket(
         sock.close()
         raise
     return sock
+
+
+def _check_socket_like(made: object) -> None:
+    """Accept any object with what the racer calls; name the factory otherwise."""
+    missing = [name for name in _SOCKET_METHODS if not callable(getattr(made, name, None))]
+    if missing:
+        if hasattr(made, "close") and callable(made.close):
+            made.close()  # it may hold a descriptor of its own
+        raise TypeError(
+            f"socket_factory must return a socket, got {type(made).__name__} {made!r}"
+            f" (it has no {', '.join(missing)})"
+        )
 
 
 def _bind(sock: socket.socket, family: int, local_addr_infos: list[AddrInfoType]) -> None:
@@ -117,7 +176,14 @@ def _bind(sock: socket.socket, family: int, local_addr_infos: list[AddrInfoType]
             error.__cause__ = exc
         else:
             return
-    raise error if error is not None else no_local_address_error(family)
+    if error is None:
+        error = no_local_address_error(family)
+    try:
+        raise error
+    finally:
+        # The raised error's traceback holds this frame: without this, the frame
+        # would hold the error too, a cycle only the cyclic GC can free.
+        error = None
 
 
 class Attempt:
@@ -161,7 +227,10 @@ def start_connect(
         The attempt in flight, or ``None`` when it has already reported (the connect
         finished or failed at once).
     """
-    if not writer_callbacks:
+    if not writer_callbacks or not isinstance(sock, socket.socket):
+        # A socket-like object from a factory (a test double, say) gets the loop's
+        # own sock_connect, as upstream always does: its connect_ex and SO_ERROR
+        # mean nothing we could rely on.
         return _start_with_task(loop, sock, address, index, report)
     try:
         err = sock.connect_ex(address)
@@ -172,8 +241,17 @@ def start_connect(
         fd = sock.fileno()
         loop.add_writer(fd, _on_writable, loop, sock, fd, address, index, report)
         return Attempt(loop, fd, None)
-    report(index, None if err == 0 else OSError(err, f"Connect call failed {address}"))
+    report(index, None if err == 0 else _immediate_error(err, address))
     return None
+
+
+def _immediate_error(err: int, address: tuple[object, ...]) -> OSError:
+    """The error of a connect that failed at once (ENETUNREACH, EADDRNOTAVAIL, ...).
+
+    ``loop.sock_connect`` raises the OS's own error here, whose ``strerror`` (what
+    aiohttp shows its users) is the OS's text; the address goes in the message too.
+    """
+    return OSError(err, os.strerror(err), format_sockaddr(address))
 
 
 def _on_writable(
@@ -188,6 +266,16 @@ def _on_writable(
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     # Same message as asyncio's sock_connect, which callers' logs already know.
     report(index, None if err == 0 else OSError(err, f"Connect call failed {address}"))
+
+
+def being_cancelled() -> bool:
+    """Whether the current task was asked to stop (rather than an awaitable raising).
+
+    A function, not a ``task`` local: a frame holding its task while the task holds
+    the CancelledError whose traceback holds the frame is a reference cycle.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _start_with_task(
@@ -213,7 +301,18 @@ async def _sock_connect(
     # other exception is handed to the race, which decides what it means.
     try:
         await loop.sock_connect(sock, address)
-    except Exception as exc:  # noqa: BLE001
+    except asyncio.CancelledError as exc:
+        if being_cancelled():
+            raise  # aborted by the race (or the caller's whole task was cancelled)
+        # sock_connect raised it by itself (it awaited something another party
+        # cancelled): that attempt failed, and the race goes on without it.
+        error = OSError(f"connect to {format_sockaddr(address)} was cancelled by sock_connect")
+        error.__cause__ = exc
+        report(index, error)
+    except BaseException as exc:  # noqa: BLE001 - the race classifies it
+        # A BaseException that is not an Exception (a custom one, KeyboardInterrupt,
+        # SystemExit) must end the race and reach the caller, not die in this task
+        # with nobody waiting for it, which would leave the race hanging.
         report(index, exc)
     else:
         report(index, None)

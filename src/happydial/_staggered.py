@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from ._schedule import Schedule, check_delay
-from ._sockets import Attempt
+from ._sockets import Attempt, being_cancelled
 
 __all__ = ["staggered_race"]
 
@@ -42,8 +42,7 @@ class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
         try:
             result = await coro_fn()
         except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if being_cancelled():
                 raise  # aborted by the race, or the whole task was cancelled
             self.report(index, exc)  # the coroutine raised it by itself
         except BaseException as exc:  # noqa: BLE001 - classified by is_failure()
@@ -55,7 +54,13 @@ class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
     def _start_one(self) -> None:
         # Consume the iterable lazily: take the next coroutine function only when it
         # is time to start it (CPython does the same).
-        self.items.extend(_take_one(self.source))
+        try:
+            self.items.extend(_take_one(self.source))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run(), as CPython does
+            # This runs in a timer callback or an attempt's report as often as in
+            # the caller's task: an error must end the race, not be logged by the loop.
+            self.report_bug(exc)
+            return
         if not self.items:
             self.stop_feeding()
             return
@@ -108,6 +113,7 @@ async def staggered_race(
         winner = await race.run()
     finally:
         exceptions = _unwrap(race)
+        race.forget_errors()
     if winner is None:
         return None, None, exceptions
     return race.results[winner], winner, exceptions
