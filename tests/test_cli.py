@@ -24,7 +24,8 @@ import pytest
 
 import happydial
 from happydial import AttemptFailed, DelayAdjusted, HistoryReordered
-from happydial._cli import Environment, Timeline, main
+from happydial._cli import Environment, Timeline, _dead_listener, main
+from happydial._errors import format_sockaddr
 from happydial.testing import FakeNetwork, run_virtual
 
 ROOT = Path(__file__).parent.parent
@@ -432,6 +433,33 @@ def test_ctrl_c_prints_the_timeline_so_far(as_json: bool) -> None:
             "lookup A db.test started",
         ]
         assert err.getvalue() == "happydial: interrupted\n"
+
+
+def test_ctrl_c_in_a_real_process_prints_no_traceback() -> None:
+    dead, fillers = _dead_listener()  # connecting to it hangs: a real Ctrl-C is needed
+    port = dead.getsockname()[1]
+    host = dead.getsockname()[0]
+    try:
+        with subprocess.Popen(  # noqa: S603 - our own entry point, fixed arguments
+            [sys.executable, "-m", "happydial", host, str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()  # printed as it happens, before Ctrl-C
+            proc.send_signal(signal.SIGINT)
+            rest, err = proc.communicate(timeout=30)
+    finally:
+        for sock in (*fillers, dead):
+            sock.close()
+    where = format_sockaddr((host, port))
+    assert first.split(" ms  ", 1)[1] == f"attempt 0 {where} started\n"
+    # The race is cancelled: its last event, then one line on stderr, no traceback.
+    assert [line.split(" ms  ", 1)[1] for line in rest.splitlines()] == [
+        f"attempt 0 {where} cancelled"
+    ]
+    assert (proc.returncode, err) == (130, "happydial: interrupted\n")
 
 
 def test_ctrl_c_before_anything_ran() -> None:
