@@ -488,8 +488,8 @@ def test_demo_shows_both_times_side_by_side() -> None:
     assert re.search(r"attempt 0 \[::1\]:\d+ failed: ", one_by_one)
     started = [line for line in racing.splitlines() if "attempt 1" in line and "started" in line]
     assert float(started[0].split()[0]) >= 50.0
-    he = re.search(r"Happy Eyeballs +(\d+\.\d) ms", text)
-    seq = re.search(r"one at a time +(\d+\.\d) ms", text)
+    he = re.search(r"\n  Happy Eyeballs 127\.0\.0\.1:\d+ +(\d+\.\d) ms\n", text)
+    seq = re.search(r"\n  one at a time  127\.0\.0\.1:\d+ +(\d+\.\d) ms\n", text)
     assert he is not None
     assert seq is not None
     assert 50.0 <= float(he[1]) < 300.0 <= float(seq[1])

@@ -407,9 +407,9 @@ async def _demo(run: _Run) -> int:
         )
     else:
         out.write(
-            f"\nconnected to {raced.peer} and {one_by_one.peer}:\n"
-            f"  Happy Eyeballs  {raced.ms:>8.1f} ms\n"
-            f"  one at a time   {one_by_one.ms:>8.1f} ms\n"
+            f"\n                 {'connected to':<22}{'after':>11}\n"
+            f"  Happy Eyeballs {raced.peer:<22}{raced.ms:>8.1f} ms\n"
+            f"  one at a time  {one_by_one.peer:<22}{one_by_one.ms:>8.1f} ms\n"
             f"The dead address cost {raced.ms:.0f} ms with Happy Eyeballs instead of"
             f" {one_by_one.ms:.0f} ms.\n"
         )
