@@ -2,7 +2,9 @@
 
 Nothing here asks real DNS: host names are answered by a scripted resolver, and the
 documented examples run on a virtual clock against a scripted network (``WORLD``), so
-their output is exact and the documentation can show it as is.
+their output is exact and the documentation can show it as is. When the output changes
+on purpose, print the new text to paste into the docs with, from ``tests/``:
+``python -c 'from test_cli import run_cli; print(run_cli(["example.org", "443"])[1])'``.
 """
 
 from __future__ import annotations
