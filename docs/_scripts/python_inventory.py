@@ -21,6 +21,7 @@ import builtins
 import importlib
 import inspect
 import sys
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,7 +122,9 @@ def _module(module: str) -> Iterator[Entry]:
     yield module, "py:module", f"library/{module}.html#module-{module}"
     public = getattr(mod, "__all__", None) or [n for n in dir(mod) if not n.startswith("_")]
     for attr in public:
-        obj = getattr(mod, attr, None)
+        with warnings.catch_warnings():  # deprecated names (typing.ByteString) still link
+            warnings.simplefilter("ignore", DeprecationWarning)
+            obj = getattr(mod, attr, None)
         if obj is None or inspect.ismodule(obj):
             continue
         page = _page(module, obj)
