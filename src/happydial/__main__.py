@@ -5,4 +5,4 @@ import sys
 from ._cli import main
 
 if __name__ == "__main__":  # pragma: no cover - run in a subprocess by test_cli
-    sys.exit(main())
+    sys.exit(main(prog="python -m happydial"))

@@ -1,33 +1,87 @@
-"""``python -m happydial``: connect once and show the race's timeline, or run the demo."""
+"""``happydial`` and ``python -m happydial``: connect once and show the race, or run the demo.
+
+The output contract (documented in ``docs/cli.md``, checked by ``tests/test_cli.py``):
+
+* Text (the default): one line per lookup and attempt event on stdout, printed as it
+  happens, then ``connected to ADDRESS in N ms``. A failed connection prints the
+  timeline on stdout and one line, ``happydial: ...``, on stderr.
+* ``--json``: exactly one JSON object on stdout, for a success and for a failed or
+  interrupted connection alike; nothing on stderr.
+* A bad argument is one line on stderr, ``happydial: error: ...``, and nothing runs.
+* Exit status: 0 connected, 1 no connection, 2 bad arguments, 130 interrupted (Ctrl-C,
+  after printing the timeline so far).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
+import math
+import re
 import socket
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TextIO
 
 from . import _trace
+from ._addresses import AddrInfoType
 from ._connect import connect
 from ._errors import format_sockaddr
 from ._racer import start_connection
 from ._trace import TraceEvent
+from ._version import __version__
 
-__all__ = ["main"]
+__all__ = ["Environment", "main"]
+
+#: The whole connection (lookups included) is given up after this many seconds. An
+#: unreachable host otherwise holds the prompt until the OS gives up, minutes later.
+DEFAULT_TIMEOUT = 10.0
+#: In the demo, how long the one-at-a-time connection waits for the dead address.
+DEMO_TIMEOUT = 2.0
+DEFAULT_DELAY = 0.25  # RFC 8305 section 8's recommended Connection Attempt Delay
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass
+class Environment:
+    """What the command talks to; the tests replace parts of it.
+
+    Attributes:
+        stdout: Where the timeline and the JSON go.
+        stderr: Where error lines go.
+        run: Runs the command's coroutine to completion (``asyncio.run``).
+        connect_options: Called on the running loop; returns extra keyword arguments
+            for :func:`happydial.connect` (a resolver, a socket factory).
+    """
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    run: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    connect_options: Callable[[], dict[str, Any]] = dict
+
+
+class UsageError(Exception):
+    """A bad command line: printed as ``happydial: error: ...``, exit status 2."""
 
 
 class Timeline:
     """Collects trace events and renders them with milliseconds since the start."""
 
-    def __init__(self, start: float) -> None:
+    def __init__(self, start: float, echo: TextIO | None = None) -> None:
+        """Start the clock at *start*; print each event to *echo* as it comes."""
         self.start = start
+        self.echo = echo
         self.events: list[TraceEvent] = []
 
     def __call__(self, event: TraceEvent) -> None:
         self.events.append(event)
+        if self.echo is not None:
+            self.echo.write(self.line(event))
+            self.echo.flush()
 
     def describe(self, event: TraceEvent) -> tuple[str, dict[str, object]]:
         """One line of text and a JSON-able record for *event*."""
@@ -61,7 +115,7 @@ class Timeline:
             }[type(event)]
             text = f"attempt {event.attempt} {where} {verb}"
             if isinstance(event, _trace.AttemptFailed):
-                record["error"] = str(event.error).splitlines()[0]
+                record["error"] = _first_line(event.error)
                 text += f": {record['error']}"
         return text, record
 
@@ -69,11 +123,19 @@ class Timeline:
         """Milliseconds since the start, rounded to 0.1."""
         return round((time - self.start) * 1000, 1)
 
-    def render(self, out: TextIO) -> None:
-        """Print one line per event."""
-        for event in self.events:
-            text, record = self.describe(event)
-            out.write(f"{record['ms']:>9.1f} ms  {text}\n")
+    def line(self, event: TraceEvent) -> str:
+        """The text line for *event*, newline included."""
+        text, record = self.describe(event)
+        return f"{record['ms']:>9.1f} ms  {text}\n"
+
+    def records(self) -> list[dict[str, object]]:
+        """The JSON-able records of every event so far."""
+        return [self.describe(event)[1] for event in self.events]
+
+    def winner(self) -> str:
+        """The address that connected (the race's last event says which)."""
+        won = [e for e in self.events if isinstance(e, _trace.AttemptSucceeded)]
+        return format_sockaddr(won[-1].addr_info[4])
 
 
 _RESOLUTION_EVENTS = (
@@ -87,73 +149,295 @@ def _fam(family: int) -> str:
     return "AAAA" if family == socket.AF_INET6 else "A"
 
 
-async def _connect_once(args: argparse.Namespace, out: TextIO) -> int:
-    loop = asyncio.get_running_loop()
-    timeline = Timeline(loop.time())
-    family = {None: socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}[args.family]
-    try:
-        sock = await connect(
-            args.host,
-            args.port,
-            family=family,
-            happy_eyeballs_delay=args.delay,
-            attempt_timeout=args.timeout,
-            trace=timeline,
-        )
-    except OSError as exc:
-        error = str(exc).splitlines()[0]
-        if args.json:
-            records = [timeline.describe(e)[1] for e in timeline.events]
-            out.write(json.dumps({"ok": False, "error": error, "timeline": records}) + "\n")
+def _first_line(error: BaseException) -> str:
+    """The error's message without the notes (``while connecting to ...``)."""
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+@dataclass
+class _Run:
+    """One invocation: its arguments, where it writes, and what it has seen so far."""
+
+    args: argparse.Namespace
+    env: Environment
+    timeline: Timeline | None = None
+
+    def write_json(self, result: dict[str, object]) -> None:
+        self.env.stdout.write(json.dumps(result) + "\n")
+
+    def interrupted(self) -> int:
+        """Ctrl-C: the timeline so far was printed (text) or goes into the JSON."""
+        records = self.timeline.records() if self.timeline is not None else []
+        if self.args.json:
+            self.write_json({"ok": False, "error": "interrupted", "timeline": records})
         else:
-            timeline.render(out)
-        sys.stderr.write(f"happydial: cannot connect to {args.host} port {args.port}: {error}\n")
-        return 1
-    peer = sock.getpeername()
-    elapsed = timeline.ms(loop.time())
-    sock.close()
-    if args.json:
-        records = [timeline.describe(e)[1] for e in timeline.events]
-        result = {"ok": True, "peer": format_sockaddr(peer), "ms": elapsed, "timeline": records}
-        out.write(json.dumps(result) + "\n")
+            self.env.stderr.write("happydial: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+# ---------------------------------------------------------------------------
+# The command line
+
+
+class _Exit(Exception):  # noqa: N818 - not an error: --help and --version end here
+    """``--help`` or ``--version`` was printed: exit with this status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, writing to the environment's streams, every error one line."""
+
+    out: TextIO = sys.stdout
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:  # noqa: ARG002 - argparse's signature
+        # argparse calls this only after --help or --version, with no message.
+        raise _Exit(status)
+
+    def _print_message(self, message: str, file: object = None) -> None:  # noqa: ARG002 - argparse's signature
+        self.out.write(message)
+
+
+def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, > 0 (or >= 0 with *allow_zero*)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and (value > 0 or (allow_zero and value == 0)):
+            return value
+        bound = "0 or more" if allow_zero else "more than 0"
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, {bound}, got {text!r}")
+
+    return parse
+
+
+def _parser(prog: str, out: TextIO) -> _Parser:
+    parser = _Parser(
+        prog=prog,
+        usage=(
+            f"{prog} [options] HOST PORT\n"
+            f"       {prog} [options] HOST:PORT | [IPV6]:PORT\n"
+            f"       {prog} [--delay S] [--timeout S] [--json] demo"
+        ),
+        description="Connect to HOST on TCP port PORT the Happy Eyeballs way (RFC 8305):"
+        " look up IPv6 and IPv4 in parallel, race the addresses, and print each lookup and"
+        " attempt with its time. 'demo' races a dead address against a live one on this"
+        " machine, offline, and compares it with trying one address at a time.",
+        epilog="Exit status: 0 connected, 1 no connection, 2 bad arguments, 130 interrupted."
+        " With --json, stdout gets one JSON object and stderr nothing, success or not.",
+    )
+    parser.add_argument(
+        "target", metavar="HOST", help="a host name or IP address, HOST:PORT, [IPV6]:PORT, or demo"
+    )
+    parser.add_argument("port", metavar="PORT", nargs="?", help="the TCP port (1-65535)")
+    parser.add_argument(
+        "--delay",
+        metavar="S",
+        type=_seconds(allow_zero=True),
+        default=DEFAULT_DELAY,
+        help=f"seconds between attempt starts (default: {DEFAULT_DELAY:g}; 0: all at once)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="S",
+        type=_seconds(allow_zero=False),
+        default=None,
+        help=f"give up after S seconds, lookups included (default: {DEFAULT_TIMEOUT:g});"
+        f" in the demo, how long one-at-a-time waits for the dead address"
+        f" (default: {DEMO_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--family", choices=["4", "6"], default=None, help="only IPv4 (4) or only IPv6 (6)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument("--version", action="version", version=f"happydial {__version__}")
+    parser.out = out
+    return parser
+
+
+_BRACKETED = re.compile(r"\[(?P<host>[^\]]*)\](?::(?P<port>.*))?")
+
+
+def _host_and_port(args: argparse.Namespace) -> tuple[str, int]:
+    """HOST PORT, HOST:PORT or [IPV6]:PORT, checked; a bare IPv6 literal has no port."""
+    target: str = args.target
+    port_text: str | None = None
+    bracketed = _BRACKETED.fullmatch(target)
+    if bracketed is not None:
+        host, port_text = bracketed["host"], bracketed["port"]
+        if _ip_version(host) != 6:
+            raise UsageError(f"{target!r}: brackets are only for IPv6 addresses, as in [::1]:443")
+    elif target.startswith("[") or "]" in target:
+        raise UsageError(f"{target!r}: write an IPv6 address and port as [::1]:443")
+    elif target.count(":") == 1:
+        host, port_text = target.split(":")
     else:
-        timeline.render(out)
-        out.write(f"connected to {format_sockaddr(peer)} in {elapsed:.1f} ms\n")
-    return 0
+        host = target  # a name, an IPv4 address, or an IPv6 address without a port
+    if not host:
+        raise UsageError(f"HOST must not be empty, got {target!r}")
+    if port_text is not None and args.port is not None:
+        raise UsageError(f"the port is given twice: {target!r} and {args.port!r}")
+    port_text = port_text if port_text is not None else args.port
+    if port_text is None:
+        joined = f"[IPV6]:PORT ('[{host}]:443')" if ":" in host else f"HOST:PORT ({host}:443)"
+        raise UsageError(f"PORT is required: give HOST PORT ({_quote(host)} 443) or {joined}")
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise UsageError(f"PORT must be a number from 1 to 65535, got {port_text!r}")
+    return host, int(port_text)
 
 
-async def _demo(out: TextIO, delay: float) -> int:
-    """Race a dead local address against a live one and show the fallback."""
+def _quote(host: str) -> str:
+    return host if re.fullmatch(r"[\w.:-]+", host) else f"'{host}'"
+
+
+def _ip_version(host: str) -> int | None:
+    """4 or 6 for an IP literal (``%zone`` allowed), ``None`` for a host name."""
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+
+
+def _family(args: argparse.Namespace, host: str) -> int:
+    if args.family is None:
+        return socket.AF_UNSPEC
+    version = _ip_version(host)
+    if version is not None and str(version) != args.family:
+        raise UsageError(
+            f"{host} is an IPv{version} address, but --family {args.family}"
+            f" asks for IPv{args.family} only"
+        )
+    return socket.AF_INET if args.family == "4" else socket.AF_INET6
+
+
+# ---------------------------------------------------------------------------
+# Connecting
+
+
+async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
+    args, env = run.args, run.env
+    loop = asyncio.get_running_loop()
+    timeline = run.timeline = Timeline(loop.time(), None if args.json else env.stdout)
+    limit = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
+    deadline = asyncio.timeout(limit)
+    try:
+        async with deadline:
+            sock = await connect(
+                host,
+                port,
+                family=family,
+                happy_eyeballs_delay=args.delay,
+                trace=timeline,
+                **env.connect_options(),
+            )
+    except ValueError as exc:  # connect() checks its arguments first: a bad zone, say
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        if deadline.expired():
+            error = (
+                f"cannot connect to {_quote(host)} port {port}: no connection within {limit:g} s"
+            )
+        elif isinstance(exc, socket.gaierror):
+            # "cannot resolve 'HOST' ...": connect() names the families; say it once.
+            error = exc.strerror or _first_line(exc)
+        else:
+            error = f"cannot connect to {_quote(host)} port {port}: {_first_line(exc)}"
+        if args.json:
+            run.write_json({"ok": False, "error": error, "timeline": timeline.records()})
+        else:
+            env.stderr.write(f"happydial: {error}\n")
+        return EXIT_FAILED
+    sock.close()
+    elapsed = timeline.ms(loop.time())
+    if args.json:
+        run.write_json(
+            {"ok": True, "peer": timeline.winner(), "ms": elapsed, "timeline": timeline.records()}
+        )
+    else:
+        env.stdout.write(f"connected to {timeline.winner()} in {elapsed:.1f} ms\n")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# The demo
+
+
+async def _demo(run: _Run) -> int:
+    """Race a dead local address against a live one, then try them one at a time."""
+    args, out = run.args, run.env.stdout
+    baseline_timeout = args.timeout if args.timeout is not None else DEMO_TIMEOUT
     live = socket.create_server(("127.0.0.1", 0), backlog=16)
     dead, fillers = _dead_listener()
     try:
-        dead_addr, live_addr = dead.getsockname(), live.getsockname()
-        addr_infos = [
-            (dead.family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", dead_addr),
-            (live.family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", live_addr),
+        addr_infos: list[AddrInfoType] = [
+            (dead.family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", dead.getsockname()),
+            (live.family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", live.getsockname()),
         ]
-        out.write(
-            "happydial demo: two local listeners. The first has a full accept queue, so\n"
-            "its SYNs are dropped and connecting to it hangs, like a dead IPv6 path.\n"
-            f"The second is live. Attempt delay: {delay * 1000:.0f} ms.\n\n"
-        )
-        loop = asyncio.get_running_loop()
-        timeline = Timeline(loop.time())
-        sock = await start_connection(addr_infos, happy_eyeballs_delay=delay, trace=timeline)
-        elapsed = timeline.ms(loop.time())
-        peer = sock.getpeername()
-        sock.close()
-        timeline.render(out)
-        out.write(
-            f"\nconnected to {format_sockaddr(peer)} in {elapsed:.1f} ms: the dead address cost "
-            "one attempt delay, not a connect timeout.\n"
-        )
+        dead_at, live_at = (format_sockaddr(a[4]) for a in addr_infos)
+        if not args.json:
+            out.write(
+                "happydial demo: two listeners on this machine, no network needed.\n"
+                f"{dead_at} has a full accept queue: connecting to it hangs, like a dead"
+                f" IPv6 path.\n{live_at} is live.\n\n"
+                f"Happy Eyeballs (attempt delay {args.delay * 1000:.0f} ms):\n"
+            )
+        raced = await _demo_race(run, addr_infos, args.delay, None)
+        if not args.json:
+            out.write(
+                "\nOne address at a time, as socket.create_connection and"
+                " asyncio.open_connection do\n"
+                f"(here each attempt is given up after {baseline_timeout:g} s;"
+                " without a timeout the OS waits minutes):\n"
+            )
+        one_by_one = await _demo_race(run, addr_infos, None, baseline_timeout)
     finally:
-        for filler in fillers:
-            filler.close()
-        dead.close()
-        live.close()
-    return 0
+        for sock in (*fillers, dead, live):
+            sock.close()
+    if args.json:
+        run.write_json(
+            {"ok": True, "happy_eyeballs": raced.to_json(), "one_at_a_time": one_by_one.to_json()}
+        )
+    else:
+        out.write(
+            f"\n                 {'connected to':<22}{'after':>11}\n"
+            f"  Happy Eyeballs {raced.peer:<22}{raced.ms:>8.1f} ms\n"
+            f"  one at a time  {one_by_one.peer:<22}{one_by_one.ms:>8.1f} ms\n"
+            f"The dead address cost {raced.ms:.0f} ms with Happy Eyeballs instead of"
+            f" {one_by_one.ms:.0f} ms.\n"
+        )
+    return EXIT_OK
+
+
+@dataclass(frozen=True)
+class _Raced:
+    """How one of the demo's two connections went."""
+
+    peer: str
+    ms: float
+    timeline: Timeline
+
+    def to_json(self) -> dict[str, object]:
+        return {"peer": self.peer, "ms": self.ms, "timeline": self.timeline.records()}
+
+
+async def _demo_race(
+    run: _Run, addr_infos: list[AddrInfoType], delay: float | None, attempt_timeout: float | None
+) -> _Raced:
+    loop = asyncio.get_running_loop()
+    timeline = run.timeline = Timeline(loop.time(), None if run.args.json else run.env.stdout)
+    sock = await start_connection(
+        addr_infos, happy_eyeballs_delay=delay, attempt_timeout=attempt_timeout, trace=timeline
+    )
+    sock.close()
+    return _Raced(timeline.winner(), timeline.ms(loop.time()), timeline)
 
 
 def _dead_listener() -> tuple[socket.socket, list[socket.socket]]:
@@ -171,28 +455,47 @@ def _dead_listener() -> tuple[socket.socket, list[socket.socket]]:
     return dead, fillers
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m happydial",
-        description="Connect to HOST PORT with Happy Eyeballs (RFC 8305) and print the timeline;"
-        " or 'demo' to see a race on this machine, offline.",
-    )
-    parser.add_argument("host", help="host name or IP address, or 'demo'")
-    parser.add_argument("port", nargs="?", type=int, help="TCP port")
-    parser.add_argument("--delay", type=float, default=0.25, help="attempt delay in seconds")
-    parser.add_argument("--timeout", type=float, default=None, help="per-attempt timeout, s")
-    parser.add_argument("--family", choices=["4", "6"], default=None, help="only IPv4 / IPv6")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    return parser
+# ---------------------------------------------------------------------------
+# The entry point
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """The command line entry point; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    stream = out if out is not None else sys.stdout
-    if args.host == "demo" and args.port is None:
-        return asyncio.run(_demo(stream, args.delay))
-    if args.port is None:
-        parser.error("PORT is required")
-    return asyncio.run(_connect_once(args, stream))
+def _prepare(run: _Run) -> Coroutine[Any, Any, int]:
+    """Check the command line and return the coroutine to run; raise UsageError."""
+    args = run.args
+    if args.target == "demo":
+        if args.port is not None:
+            raise UsageError("demo takes no PORT (for a host named demo, write demo.)")
+        if args.family is not None:
+            raise UsageError("demo takes no --family: it races one IPv6 and one IPv4 address")
+        return _demo(run)
+    host, port = _host_and_port(args)
+    return _connect_once(run, host, port, _family(args, host))
+
+
+def main(
+    argv: Sequence[str] | None = None, *, prog: str = "happydial", env: Environment | None = None
+) -> int:
+    """The command line entry point; returns the exit status.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+        prog: The program's name in the usage line (``python -m happydial`` for -m).
+        env: Where to write, and how to run (the tests replace it).
+    """
+    env = env if env is not None else Environment()
+    try:
+        args = _parser(prog, env.stdout).parse_args(argv)
+        run = _Run(args, env)
+        coro = _prepare(run)
+    except _Exit as exc:
+        return exc.status
+    except UsageError as exc:
+        env.stderr.write(f"happydial: error: {exc}\n")
+        return EXIT_USAGE
+    try:
+        return env.run(coro)
+    except UsageError as exc:
+        env.stderr.write(f"happydial: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return run.interrupted()

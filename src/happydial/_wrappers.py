@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # only for annotations: importing ssl costs milliseconds
-    import ssl as ssl_module
+    import ssl
 
 from ._connect import connect
 
@@ -49,7 +49,7 @@ async def create_connection(
     host: str,
     port: int,
     *,
-    ssl: ssl_module.SSLContext | bool | None = None,
+    ssl: ssl.SSLContext | bool | None = None,
     server_hostname: str | None = None,
     ssl_handshake_timeout: float | None = None,
     ssl_shutdown_timeout: float | None = None,
@@ -96,7 +96,7 @@ async def open_connection(
     port: int,
     *,
     limit: int = _STREAM_LIMIT,
-    ssl: ssl_module.SSLContext | bool | None = None,
+    ssl: ssl.SSLContext | bool | None = None,
     server_hostname: str | None = None,
     **options: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
