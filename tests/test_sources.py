@@ -10,6 +10,7 @@ import pytest
 
 import happydial
 from happydial import AddrInfoType, SourceAddressCache, probe_source, sort_addr_infos
+from happydial._sources import bound_sources
 
 V4 = socket.AF_INET
 V6 = socket.AF_INET6
@@ -267,3 +268,27 @@ def test_default_source_cache_is_process_wide() -> None:
     cache = happydial.default_source_cache()
     assert isinstance(cache, SourceAddressCache)
     assert happydial.default_source_cache() is cache
+
+
+# ---------------------------------------------------------------------------
+# bound_sources, for connect() with a local address
+# ---------------------------------------------------------------------------
+
+
+def test_bound_sources_use_the_bound_address() -> None:
+    fallback = FakeProbe({"2001:db8::10": "2001:db8::2", "2001:db8::11": "2001:db8::2"})
+    local = [v4("192.0.2.7", 0), v4("192.0.2.8", 0), v6("::", 0)]
+    sources = bound_sources(local, fallback)
+    assert sources(v4("198.51.100.1")) == "192.0.2.7"  # the first of its family
+    assert sources(v6("2001:db8::10")) == "2001:db8::2"  # wildcard: the kernel chooses
+    assert [ai[4][0] for ai in fallback.probed] == ["2001:db8::10"]
+
+
+def test_bound_sources_other_family_has_no_source() -> None:
+    sources = bound_sources([v6("fe80::7%lo", 0), v6("2001:db8::7", 0)], FakeProbe({}))
+    assert sources(v4("192.0.2.10")) is None
+    assert sources(v6("fe80::1", scope_id=1)) == "fe80::7"
+    infos = [v4("192.0.2.10"), v6("2001:db8::10")]
+    assert sort_addr_infos(infos, sources=sources) == [infos[1], infos[0]]
+    wildcard = bound_sources([v4("0.0.0.0", 0)], FakeProbe({"192.0.2.10": "192.0.2.2"}))
+    assert wildcard(v4("192.0.2.10")) == "192.0.2.2"

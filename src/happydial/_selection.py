@@ -31,6 +31,7 @@ says: every address below is an ``int`` of 128 bits.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
@@ -129,40 +130,53 @@ def _scope(address: int) -> int:
 _SOURCE_PREFIX_LENGTH = 64
 
 
-def _common_prefix_length(source: int, destination: int) -> int:
-    return min(128 - (source ^ destination).bit_length(), _SOURCE_PREFIX_LENGTH)
+class _Address(NamedTuple):
+    """An address as the rules see it."""
+
+    value: int  # 128 bits, IPv4 in its mapped form
+    ipv4: bool
+    precedence: int
+    label: int
+    scope: int
 
 
-def _parse(host: str, family: int) -> int | None:
-    """The 128-bit form of an IP literal of *family* (zone dropped), or ``None``."""
+@functools.lru_cache(maxsize=4096)
+def _address(host: str, family: int) -> _Address | None:
+    """The rules' view of an IP literal of *family* (a ``%zone`` ignored), or ``None``.
+
+    Memoised: the function is pure, and a process connects to the same few
+    addresses (and from fewer sources) again and again.
+    """
     try:
         packed = socket.inet_pton(family, host.partition("%")[0])
     except OSError:
         return None
     value = int.from_bytes(packed, "big")
-    return value | _MAPPED if family == socket.AF_INET else value
+    if family == socket.AF_INET:
+        value |= _MAPPED
+    policy = _policy(value)
+    return _Address(value, value >> 32 == 0xFFFF, policy.precedence, policy.label, _scope(value))
 
 
-def _source_value(source: object, what: str) -> int | None:
-    """The 128-bit form of a source as :data:`SourceType` allows it."""
+def _source_address(source: object) -> _Address | None:
+    """The rules' view of a source as :data:`SourceType` allows it."""
     if source is None:
         return None
-    if isinstance(source, ipaddress.IPv4Address):
-        return int(source) | _MAPPED
-    if isinstance(source, ipaddress.IPv6Address):
-        return int(source)
-    if not isinstance(source, str):
-        raise TypeError(f"{what}: a source must be an IP address, a str or None, got {source!r}")
-    family = socket.AF_INET6 if ":" in source else socket.AF_INET
-    value = _parse(source, family)
-    if value is None:
-        raise ValueError(f"{what}: source {source!r} is not an IP address")
-    return value
+    if isinstance(source, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        text = str(source)  # "fe80::1%eth0" for a scoped IPv6Address; the zone is ignored
+    elif isinstance(source, str):
+        text = source
+    else:
+        raise TypeError(f"a source must be an IP address, a str or None, got {source!r}")
+    address = _address(text, socket.AF_INET6 if ":" in text else socket.AF_INET)
+    if address is None:
+        raise ValueError(f"source {source!r} is not an IP address")
+    return address
 
 
 def _sources_lookup(sources: object) -> Callable[[AddrInfoType], object]:
     """One way to ask *sources* for a destination's source, whichever form it has."""
-    if isinstance(sources, Mapping):
+    if type(sources) is dict or isinstance(sources, Mapping):
         mapping = sources
 
         def lookup(entry: AddrInfoType) -> object:
@@ -191,26 +205,27 @@ def _sources_lookup(sources: object) -> Callable[[AddrInfoType], object]:
 _Key: TypeAlias = tuple[int, int, int, int, int, int]
 
 
-def _sort_key(destination: int, source: int | None) -> _Key:
+def _sort_key(destination: _Address, source: _Address | None) -> _Key:
     """Where a destination sorts: smaller first, one tuple field per rule."""
-    policy = _policy(destination)
-    scope = _scope(destination)
     if source is None:
         # Rule 1; rules 2, 5 and 9 compare with the source and cannot apply, rules 6
         # and 8 still order the unusable destinations among themselves.
-        return (1, 0, 0, -policy.precedence, scope, 0)
+        return (1, 0, 0, -destination.precedence, destination.scope, 0)
     # Rule 9 between IPv6 destinations only (section 6: "when DA and DB belong to
     # the same address family"; IPv4 prefixes say little about topology). With the
     # default table a tie on rules 1 to 8 never joins an IPv4 and an IPv6
     # destination (no IPv6 prefix shares IPv4's precedence), so a 0 for IPv4 never
     # competes with an IPv6 prefix length.
-    prefix = 0 if destination >> 32 == 0xFFFF else _common_prefix_length(source, destination)
+    if destination.ipv4:
+        prefix = 0
+    else:
+        prefix = min(128 - (source.value ^ destination.value).bit_length(), _SOURCE_PREFIX_LENGTH)
     return (
         0,
-        scope != _scope(source),  # rule 2
-        policy.label != _policy(source).label,  # rule 5
-        -policy.precedence,  # rule 6
-        scope,  # rule 8
+        destination.scope != source.scope,  # rule 2
+        destination.label != source.label,  # rule 5
+        -destination.precedence,  # rule 6
+        destination.scope,  # rule 8
         -prefix,  # rule 9
     )
 
@@ -263,21 +278,32 @@ def sort_addr_infos(
             family; a mapping lacks a destination; a source is not an IP literal or
             is IPv4 for an IPv6 destination (or the reverse).
     """
-    entries = check_addr_infos(addr_infos)
-    lookup = _sources_lookup(sources)
+    return _sort(check_addr_infos(addr_infos), _sources_lookup(sources))
+
+
+def _sort(
+    entries: list[AddrInfoType], lookup: Callable[[AddrInfoType], object]
+) -> list[AddrInfoType]:
+    """:func:`sort_addr_infos` on a list :func:`check_addr_infos` made (``connect()``'s)."""
     keys: list[_Key] = []
     for i, entry in enumerate(entries):
         host = entry[4][0]
-        destination = _parse(host, entry[0])
+        destination = _address(host, entry[0])
         if destination is None:
             raise ValueError(
                 f"addr_infos[{i}]: {host!r} is not an IP address of the entry's family;"
                 " resolve host names first"
             )
-        what = f"sources for addr_infos[{i}] {host!r}"
-        source = _source_value(lookup(entry), what)
-        if source is not None and (source >> 32 == 0xFFFF) != (destination >> 32 == 0xFFFF):
-            raise ValueError(f"{what}: an IPv4 destination needs an IPv4 source and the reverse")
+        given = lookup(entry)
+        try:
+            source = _source_address(given)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"sources for addr_infos[{i}] {host!r}: {exc}") from None
+        if source is not None and source.ipv4 != destination.ipv4:
+            raise ValueError(
+                f"sources for addr_infos[{i}] {host!r}: source {given!r}:"
+                " an IPv4 destination needs an IPv4 source and the reverse"
+            )
         keys.append(_sort_key(destination, source))
     if len(entries) < 2:
         return entries

@@ -174,6 +174,41 @@ class SourceAddressCache:
 _DEFAULT = SourceAddressCache()
 
 
+def bound_sources(
+    local_addr_infos: list[AddrInfoType], fallback: Callable[[AddrInfoType], SourceType]
+) -> Callable[[AddrInfoType], SourceType]:
+    """The sources when every attempt binds to *local_addr_infos* (``local_addr=``).
+
+    The bound address is the source, not the kernel's choice (a probe would not bind):
+    the first local address of the destination's family, as ``_sockets._bind`` tries
+    it first; no local address of that family means the attempt cannot bind (no
+    source). A wildcard (``0.0.0.0``, ``::``) leaves the choice to the kernel:
+    *fallback* (a probe, usually cached) answers.
+
+    Args:
+        local_addr_infos: Validated addr_infos with IP-literal hosts.
+        fallback: Asked for destinations whose local address is a wildcard.
+
+    Returns:
+        A ``sources`` callable for :func:`happydial.sort_addr_infos`.
+    """
+    firsts: dict[int, str | None] = {}
+    for family, _, _, _, sockaddr in local_addr_infos:
+        if family not in firsts:
+            host = sockaddr[0].partition("%")[0]
+            wildcard = not any(socket.inet_pton(family, host))
+            firsts[family] = None if wildcard else host
+
+    def sources(addr_info: AddrInfoType) -> SourceType:
+        family = addr_info[0]
+        if family not in firsts:
+            return None
+        host = firsts[family]
+        return fallback(addr_info) if host is None else host
+
+    return sources
+
+
 def default_source_cache() -> SourceAddressCache:
     """The process-wide :class:`SourceAddressCache` (ttl 10 s), shared by every caller.
 
