@@ -265,6 +265,8 @@ def test_accepts_any_iterable_and_short_lists() -> None:
         ("2001:db8::1", {}, TypeError, "addr_infos must be an iterable"),
         ([("2001:db8::1", 443)], {}, ValueError, r"addr_infos\[0\] must be a 5-tuple"),
         ([entry("example.com")], {}, ValueError, r"addr_infos\[0\]: 'example.com' is not an IP"),
+        ([entry("192.0.2.1\x00")], {}, ValueError, r"addr_infos\[0\]: '192.0.2.1\\x00' is not"),
+        ([entry("192.0.2.1")], {"192.0.2.1": "192.0.2.2\x00"}, ValueError, "is not an IP address"),
         (
             [(V4, STREAM, TCP, "", ("2001:db8::1", 443))],
             {},

@@ -111,6 +111,8 @@ def test_probe_source_strips_scope(monkeypatch: pytest.MonkeyPatch) -> None:
         ((V4, STREAM, TCP, "", ("::1", 80)), ValueError, "not an IP address of the entry's family"),
         ("127.0.0.1", TypeError, r"addr_info\[0\] must be a 5-tuple"),
         ((V4, STREAM, TCP, "", ("127.0.0.1", 70000)), ValueError, "port must be in 0-65535"),
+        (v4("127.0.0.1\x00"), ValueError, "is not an IP address"),
+        ((V6, STREAM, TCP, "", ("::1", 80, 2**21, 0)), ValueError, "addr_info: .*flowinfo must"),
     ],
 )
 def test_probe_bad_input(addr_info: Any, error: type[Exception], match: str) -> None:

@@ -149,7 +149,7 @@ def _address(host: str, family: int) -> _Address | None:
     """
     try:
         packed = socket.inet_pton(family, host.partition("%")[0])
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
     value = int.from_bytes(packed, "big")
     if family == socket.AF_INET:

@@ -60,7 +60,7 @@ def probe_source(addr_info: AddrInfoType) -> str | None:
     family, sockaddr = entry[0], entry[4]
     try:
         socket.inet_pton(family, sockaddr[0].partition("%")[0])
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         raise ValueError(
             f"addr_info: {sockaddr[0]!r} is not an IP address of the entry's family"
         ) from None
@@ -73,6 +73,9 @@ def probe_source(addr_info: AddrInfoType) -> str | None:
         host: str = sock.getsockname()[0]
     except OSError:
         return None  # ENETUNREACH, EHOSTUNREACH, EINVAL (link-local without scope)...
+    except OverflowError as exc:
+        # A flowinfo above 20 bits: check_addr_infos allows 32, the socket module not.
+        raise ValueError(f"addr_info: {exc}, got {sockaddr!r}") from None
     finally:
         sock.close()
     return host.partition("%")[0]
