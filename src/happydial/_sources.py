@@ -113,7 +113,7 @@ class SourceAddressCache:
         ttl: Seconds an answer is trusted after its probe (see the module notes).
         max_entries: How many destinations to remember; the oldest answer goes first.
         probe: Finds one destination's source; :func:`probe_source` by default.
-        clock: A monotonic clock in seconds; :func:`time.monotonic` by default.
+        clock: A monotonic clock in seconds; ``time.monotonic`` by default.
 
     Raises:
         TypeError: An argument has the wrong type.
