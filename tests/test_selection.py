@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from happydial import AddrInfoType, sort_addr_infos
+from happydial._selection import _sort, _sources_lookup
 
 V4 = socket.AF_INET
 V6 = socket.AF_INET6
@@ -425,3 +426,11 @@ def test_unusable_destinations_go_last(case: tuple[list[AddrInfoType], dict[str,
     result = sort_addr_infos(infos, sources=sources)
     usable = [sources[ai[4][0]] is not None for ai in result]
     assert usable == sorted(usable, reverse=True)
+
+
+def test_internal_sort_counts_usable_entries() -> None:
+    # connect() interleaves the usable entries and keeps the rest last.
+    infos = [entry("2001:db8::10"), entry("192.0.2.10"), entry("192.0.2.11")]
+    lookup = _sources_lookup({"2001:db8::10": None, "192.0.2.10": "192.0.2.2", "192.0.2.11": None})
+    assert _sort(infos, lookup) == ([infos[1], infos[0], infos[2]], 1)
+    assert _sort(infos[:1], lookup) == (infos[:1], 0)

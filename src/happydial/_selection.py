@@ -278,13 +278,18 @@ def sort_addr_infos(
             family; a mapping lacks a destination; a source is not an IP literal or
             is IPv4 for an IPv6 destination (or the reverse).
     """
-    return _sort(check_addr_infos(addr_infos), _sources_lookup(sources))
+    return _sort(check_addr_infos(addr_infos), _sources_lookup(sources))[0]
 
 
 def _sort(
     entries: list[AddrInfoType], lookup: Callable[[AddrInfoType], object]
-) -> list[AddrInfoType]:
-    """:func:`sort_addr_infos` on a list :func:`check_addr_infos` made (``connect()``'s)."""
+) -> tuple[list[AddrInfoType], int]:
+    """:func:`sort_addr_infos` on a list :func:`check_addr_infos` made (``connect()``'s).
+
+    Returns:
+        The sorted list, and how many of its entries are usable (they come first):
+        a caller that interleaves families can keep the unusable ones at the end.
+    """
     keys: list[_Key] = []
     for i, entry in enumerate(entries):
         host = entry[4][0]
@@ -305,7 +310,8 @@ def _sort(
                 " an IPv4 destination needs an IPv4 source and the reverse"
             )
         keys.append(_sort_key(destination, source))
+    usable = sum(1 for key in keys if not key[0])
     if len(entries) < 2:
-        return entries
+        return entries, usable
     order = sorted(range(len(entries)), key=keys.__getitem__)
-    return [entries[i] for i in order]
+    return [entries[i] for i in order], usable
