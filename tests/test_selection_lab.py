@@ -109,6 +109,20 @@ CASES: dict[str, Case] = {
         ["192.0.2.10", "2002:c633:6401::1"],
         glibc=["2002:c633:6401::1", "192.0.2.10"],
     ),
+    # Rule 6, differences: Teredo (2001::/32, precedence 5), the returned 6bone
+    # (3ffe::/16, 1) and deprecated site-local (fec0::/10, 1) prefixes, each with a
+    # source of its own kind, come after IPv4 (35); glibc gives them 40 (IPv4 10).
+    **{
+        f"rule6-{kind}-differs": Case(
+            ["192.0.2.2/24", f"{prefix}::2/64"],
+            BOTH_DEFAULTS,
+            [f"{prefix}::10", "192.0.2.10"],
+            ["192.0.2.10", f"{prefix}::10"],
+            glibc=[f"{prefix}::10", "192.0.2.10"],
+            sources={f"{prefix}::10": f"{prefix}::2"},
+        )
+        for kind, prefix in [("teredo", "2001:0:1"), ("6bone", "3ffe:1"), ("site-local", "fec0:1")]
+    },
     # Rule 8: IPv4 link-local (169.254/16) before global (private space is global).
     "rule8-ipv4-link-local": Case(
         ["10.0.0.2/24", "169.254.0.2/16"],
