@@ -708,3 +708,58 @@ def test_staggered_race(fns: Any, delay: Any, loop: Any) -> None:
         assert len(errors) <= (len(fns) if isinstance(fns, list) else 3)
 
     fuzz_call(main, ["coro_fns", "delay", "loop"])
+
+
+# ---------------------------------------------------------------------------
+# RFC 6724 selection and source probes
+# ---------------------------------------------------------------------------
+
+source_values = st.one_of(
+    st.none(),
+    st.sampled_from(["192.0.2.9", "2001:db8::9", "fe80::9%lo", "::ffff:192.0.2.9"]),
+    st.sampled_from(HOSTS),
+    scalars,
+)
+sources_arguments = st.one_of(
+    st.dictionaries(st.sampled_from(DOC_HOSTS + HOSTS), source_values, max_size=6),
+    st.builds(lambda value: lambda _addr_info: value, source_values),
+    anything,
+)
+
+
+@FUZZ
+@given(addr_infos=addr_info_lists, sources=sources_arguments)
+def test_sort_addr_infos(addr_infos: Any, sources: Any) -> None:
+    snapshot = list(addr_infos) if isinstance(addr_infos, list) else None
+    result = call_pure(
+        lambda a, s: happydial.sort_addr_infos(a, sources=s),
+        ["addr_infos", "sources"],
+        *[addr_infos, sources],
+    )
+    if isinstance(result, list):
+        event("sorted")
+        assert sorted(map(repr, result)) == sorted(map(repr, addr_infos))
+    if snapshot is not None:
+        assert addr_infos == snapshot, "the input was mutated"
+
+
+@FUZZ
+@given(addr_info=st.one_of(good_addr_infos, near_addr_infos(), anything))
+def test_probe_source(addr_info: Any) -> None:
+    before = open_fds()
+    result = call_pure(happydial.probe_source, ["addr_info"], addr_info)
+    assert result is None or isinstance(result, (str, TypeError, ValueError))
+    assert open_fds() == before
+
+
+@FUZZ
+@given(ttl=delays, max_entries=st.one_of(st.integers(-1, 3), scalars))
+def test_source_address_cache(ttl: Any, max_entries: Any) -> None:
+    result = call_pure(
+        lambda t, m: happydial.SourceAddressCache(ttl=t, max_entries=m),
+        ["ttl", "max_entries"],
+        ttl,
+        max_entries,
+    )
+    if isinstance(result, happydial.SourceAddressCache):
+        assert len(result) == 0

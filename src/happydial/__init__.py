@@ -4,6 +4,8 @@ Layout: every implementation module is private and re-exported here. Imports flo
 one way: wrappers and host names -> racer -> schedule and sockets -> address layer.
 
 * ``_addresses``: the pure address layer (ordering and editing addr_info lists).
+* ``_selection``: ``sort_addr_infos``, RFC 6724 destination address selection (pure).
+* ``_sources``: source addresses for it, by UDP ``connect()`` probes, cached.
 * ``_schedule``: when attempts start and what ends a race (RFC 8305 section 5).
 * ``_sockets``: the I/O seam: make, bind and connect one attempt's socket.
 * ``_racer``: ``start_connection``, the drop-in for aiohappyeyeballs.
@@ -29,6 +31,11 @@ from ._connect import getaddrinfo_resolver as getaddrinfo_resolver
 from ._errors import failed_addr_infos as failed_addr_infos
 from ._history import AddressHistory as AddressHistory
 from ._racer import start_connection as start_connection
+from ._selection import SourcesType as SourcesType
+from ._selection import sort_addr_infos as sort_addr_infos
+from ._sources import SourceAddressCache as SourceAddressCache
+from ._sources import default_source_cache as default_source_cache
+from ._sources import probe_source as probe_source
 from ._staggered import staggered_race as staggered_race
 from ._trace import AttemptCancelled as AttemptCancelled
 from ._trace import AttemptFailed as AttemptFailed
@@ -59,19 +66,24 @@ __all__ = [
     "ResolutionStarted",
     "Resolver",
     "SocketFactoryType",
+    "SourceAddressCache",
+    "SourcesType",
     "TraceEvent",
     "TraceType",
     "__version__",
     "addr_to_addr_infos",
     "connect",
     "create_connection",
+    "default_source_cache",
     "failed_addr_infos",
     "getaddrinfo_resolver",
     "interleave_addr_infos",
     "ip_addresses_to_addr_infos",
     "open_connection",
     "pop_addr_infos_interleave",
+    "probe_source",
     "remove_addr_infos",
+    "sort_addr_infos",
     "staggered_race",
     "start_connection",
 ]
