@@ -500,7 +500,7 @@ _PREF64_TYPE = 38
 _PLC_LENGTHS = {0: 96, 1: 64, 2: 56, 3: 48, 4: 40, 5: 32}
 
 
-def parse_pref64_option(option: bytes) -> tuple[Nat64Prefix, int]:
+def parse_pref64_option(option: bytes | bytearray | memoryview) -> tuple[Nat64Prefix, int]:
     """The NAT64 prefix and its lifetime from a Router Advertisement's PREF64 option.
 
     RFC 8781 section 4: 16 bytes, type 38, length 2 (in units of 8 bytes), a 13-bit
