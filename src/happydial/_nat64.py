@@ -33,10 +33,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ._addresses import AddrInfoType, _is_int, _normalise, check_addr_infos
+from ._addresses import AddrInfoType, _is_int, check_addr_infos
 
 __all__ = [
     "WELL_KNOWN_IPV4_ADDRESSES",
@@ -60,7 +60,7 @@ WELL_KNOWN_IPV4_ADDRESSES = (
 )
 """The Well-Known IPv4 Addresses (WKAs) that DNS64 embeds in ``ipv4only.arpa``'s AAAA answers."""
 
-_WKAS = frozenset(WELL_KNOWN_IPV4_ADDRESSES)
+_WKAS_PACKED = frozenset(ip.packed for ip in WELL_KNOWN_IPV4_ADDRESSES)
 
 _WKP_NETWORK = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -74,62 +74,69 @@ _FORBIDDEN_PREFIX_RANGES = (
     (ipaddress.IPv6Network("ff00::/8"), "the multicast range ff00::/8"),
 )
 
+
+def _table(*rows: tuple[str, str]) -> tuple[tuple[int, int, str], ...]:
+    """``(network, netmask, description)`` rows, as ints for a fast match."""
+    networks = [(ipaddress.IPv4Network(cidr), what) for cidr, what in rows]
+    return tuple((int(net.network_address), int(net.netmask), what) for net, what in networks)
+
+
 # IPv4 destinations that no NAT64 can reach for us, whatever the prefix: the NAT64
 # would have to connect to itself, to its own link, or to no unicast host at all.
-_UNREACHABLE_IPV4 = (
-    (ipaddress.IPv4Network("0.0.0.0/8"), '"this network" (RFC 791)'),
-    (ipaddress.IPv4Network("127.0.0.0/8"), "loopback (RFC 1122)"),
-    (ipaddress.IPv4Network("169.254.0.0/16"), "link-local (RFC 3927)"),
-    (ipaddress.IPv4Network("224.0.0.0/4"), "multicast (RFC 5771)"),
-    (ipaddress.IPv4Network("240.0.0.0/4"), "reserved or broadcast (RFC 1112, RFC 919)"),
+_UNREACHABLE_IPV4 = _table(
+    ("0.0.0.0/8", '"this network" (RFC 791)'),
+    ("127.0.0.0/8", "loopback (RFC 1122)"),
+    ("169.254.0.0/16", "link-local (RFC 3927)"),
+    ("224.0.0.0/4", "multicast (RFC 5771)"),
+    ("240.0.0.0/4", "reserved or broadcast (RFC 1112, RFC 919)"),
 )
 
 # The rest of the IANA IPv4 Special-Purpose Address Registry entries that are not
 # globally reachable (RFC 6890): the Well-Known Prefix must not carry them (RFC 6052
 # section 3.1). A fixed table rather than ``IPv4Address.is_global``, whose answers
 # changed between Python patch releases.
-_NON_GLOBAL_IPV4 = (
-    *_UNREACHABLE_IPV4,
-    (ipaddress.IPv4Network("10.0.0.0/8"), "private-use (RFC 1918)"),
-    (ipaddress.IPv4Network("100.64.0.0/10"), "shared address space (RFC 6598)"),
-    (ipaddress.IPv4Network("172.16.0.0/12"), "private-use (RFC 1918)"),
-    (ipaddress.IPv4Network("192.0.0.0/24"), "IETF protocol assignments (RFC 6890)"),
-    (ipaddress.IPv4Network("192.0.2.0/24"), "documentation, TEST-NET-1 (RFC 5737)"),
-    (ipaddress.IPv4Network("192.168.0.0/16"), "private-use (RFC 1918)"),
-    (ipaddress.IPv4Network("198.18.0.0/15"), "benchmarking (RFC 2544)"),
-    (ipaddress.IPv4Network("198.51.100.0/24"), "documentation, TEST-NET-2 (RFC 5737)"),
-    (ipaddress.IPv4Network("203.0.113.0/24"), "documentation, TEST-NET-3 (RFC 5737)"),
+_NON_GLOBAL_IPV4 = _UNREACHABLE_IPV4 + _table(
+    ("10.0.0.0/8", "private-use (RFC 1918)"),
+    ("100.64.0.0/10", "shared address space (RFC 6598)"),
+    ("172.16.0.0/12", "private-use (RFC 1918)"),
+    ("192.0.0.0/24", "IETF protocol assignments (RFC 6890)"),
+    ("192.0.2.0/24", "documentation, TEST-NET-1 (RFC 5737)"),
+    ("192.168.0.0/16", "private-use (RFC 1918)"),
+    ("198.18.0.0/15", "benchmarking (RFC 2544)"),
+    ("198.51.100.0/24", "documentation, TEST-NET-2 (RFC 5737)"),
+    ("203.0.113.0/24", "documentation, TEST-NET-3 (RFC 5737)"),
 )
 # In 192.0.0.0/24, the registry marks these two globally reachable (anycast services).
-_GLOBAL_EXCEPTIONS = frozenset(
-    (ipaddress.IPv4Address("192.0.0.9"), ipaddress.IPv4Address("192.0.0.10"))
-)
+_GLOBAL_EXCEPTIONS = frozenset((0xC0000009, 0xC000000A))  # 192.0.0.9, 192.0.0.10
 
 
-def _range_of(ip: ipaddress.IPv4Address, table: tuple[Any, ...]) -> str | None:
+def _range_of(ip: int, table: tuple[tuple[int, int, str], ...]) -> str | None:
     """The description of the range of *table* holding *ip*, if any."""
-    for network, what in table:
-        if ip in network:
-            return str(what)
+    for network, mask, what in table:
+        if ip & mask == network:
+            return what
     return None
 
 
 def non_global_reason(ip: ipaddress.IPv4Address) -> str | None:
     """Why *ip* is not a globally reachable IPv4 address, or ``None`` if it is."""
-    if ip in _GLOBAL_EXCEPTIONS:
+    value = int(ip)
+    if value in _GLOBAL_EXCEPTIONS:
         return None
-    return _range_of(ip, _NON_GLOBAL_IPV4)
+    return _range_of(value, _NON_GLOBAL_IPV4)
 
 
-def _ipv4(value: object, name: str) -> ipaddress.IPv4Address:
+def _ipv4_packed(value: object, name: str) -> bytes:
+    """The 4 bytes of an IPv4 address given as an ``IPv4Address`` or a dotted quad."""
+    if isinstance(value, str):
+        try:
+            # Strict dotted quads only, as ipaddress (no "127.1", no octal).
+            return socket.inet_pton(socket.AF_INET, value)
+        except (OSError, UnicodeError):
+            raise ValueError(f"{name} must be an IPv4 address, got {value!r}") from None
     if isinstance(value, ipaddress.IPv4Address):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be an IPv4 address or a str, got {value!r}")
-    try:
-        return ipaddress.IPv4Address(value)
-    except ValueError:
-        raise ValueError(f"{name} must be an IPv4 address, got {value!r}") from None
+        return value.packed
+    raise TypeError(f"{name} must be an IPv4 address or a str, got {value!r}")
 
 
 def _ipv6(value: object, name: str) -> ipaddress.IPv6Address:
@@ -148,6 +155,9 @@ def _slots(length: int) -> tuple[int, int, int, int]:
     first = length // 8
     a, b, c, d = [i for i in range(first, first + 5) if i != _U_OCTET][:4]
     return (a, b, c, d)
+
+
+_SLOTS = {length: _slots(length) for length in _LENGTHS}
 
 
 @dataclass(frozen=True, init=False)
@@ -177,10 +187,13 @@ class Nat64Prefix:
     WELL_KNOWN: ClassVar[Nat64Prefix]
     """The Well-Known Prefix ``64:ff9b::/96`` (RFC 6052 section 2.1)."""
 
+    _packed: bytes = field(init=False, repr=False, compare=False)
+
     def __init__(self, prefix: str | ipaddress.IPv6Network) -> None:
         """Parse and validate *prefix* (see the class docstring)."""
         network = _parse_network(prefix)
         object.__setattr__(self, "network", network)
+        object.__setattr__(self, "_packed", network.network_address.packed)
 
     @property
     def length(self) -> int:
@@ -206,11 +219,16 @@ class Nat64Prefix:
             TypeError: *ipv4* is neither an IPv4 address nor a str.
             ValueError: *ipv4* is not an IPv4 address.
         """
-        ip = _ipv4(ipv4, "ipv4")
-        packed = bytearray(self.network.network_address.packed)
-        for index, octet in zip(_slots(self.length), ip.packed, strict=True):
-            packed[index] = octet
-        return ipaddress.IPv6Address(bytes(packed))
+        return ipaddress.IPv6Address(self._embed(_ipv4_packed(ipv4, "ipv4")))
+
+    def _embed(self, ipv4: bytes) -> bytes:
+        """:meth:`embed` on packed addresses."""
+        if self.network.prefixlen == 96:
+            return self._packed[:12] + ipv4
+        packed = bytearray(self._packed)
+        a, b, c, d = _SLOTS[self.network.prefixlen]
+        packed[a], packed[b], packed[c], packed[d] = ipv4
+        return bytes(packed)
 
     def synthesize(self, ipv4: str | ipaddress.IPv4Address) -> ipaddress.IPv6Address:
         """The IPv6 address to connect to, through this NAT64, to reach *ipv4*.
@@ -231,19 +249,27 @@ class Nat64Prefix:
             ValueError: *ipv4* is not an IPv4 address, or one of those above; the
                 message names the address, its range and the prefix.
         """
-        ip = _ipv4(ipv4, "ipv4")
-        if self.is_well_known:
-            reason = non_global_reason(ip)
+        return ipaddress.IPv6Address(self._synthesize(_ipv4_packed(ipv4, "ipv4")))
+
+    def _synthesize(self, ipv4: bytes) -> bytes:
+        """:meth:`synthesize` on packed addresses."""
+        value = int.from_bytes(ipv4, "big")
+        if self.network == _WKP_NETWORK:
+            reason = None if value in _GLOBAL_EXCEPTIONS else _range_of(value, _NON_GLOBAL_IPV4)
             if reason is not None:
                 raise ValueError(
-                    f"ipv4 {ip} is {reason}, not globally reachable: the Well-Known Prefix"
-                    f" {self} must not be used with it (RFC 6052 section 3.1)"
+                    f"ipv4 {socket.inet_ntop(socket.AF_INET, ipv4)} is {reason}, not globally"
+                    f" reachable: the Well-Known Prefix {self} must not be used with it"
+                    " (RFC 6052 section 3.1)"
                 )
         else:
-            reason = _range_of(ip, _UNREACHABLE_IPV4)
+            reason = _range_of(value, _UNREACHABLE_IPV4)
             if reason is not None:
-                raise ValueError(f"ipv4 {ip} is {reason}: no NAT64 ({self}) can reach it")
-        return self.embed(ip)
+                raise ValueError(
+                    f"ipv4 {socket.inet_ntop(socket.AF_INET, ipv4)} is {reason}:"
+                    f" no NAT64 ({self}) can reach it"
+                )
+        return self._embed(ipv4)
 
     def extract(self, ipv6: str | ipaddress.IPv6Address) -> ipaddress.IPv4Address:
         """The IPv4 address embedded in *ipv6* (RFC 6052 section 2.2).
@@ -262,7 +288,7 @@ class Nat64Prefix:
                 f"ipv6 {ip} has a non-zero u-octet (bits 64-71), so it is no"
                 f" IPv4-embedded address (RFC 6052 section 2.2)"
             )
-        return ipaddress.IPv4Address(bytes(packed[i] for i in _slots(self.length)))
+        return ipaddress.IPv4Address(bytes(packed[i] for i in _SLOTS[self.length]))
 
     def __contains__(self, ipv6: object) -> bool:
         """Whether *ipv6* is an IPv4-embedded address of this prefix (see :meth:`extract`)."""
@@ -389,25 +415,26 @@ def synthesize_addr_infos(
     if not chosen:
         raise ValueError("prefixes must name at least one NAT64 prefix, got none")
     native = [entry for entry in entries if entry[0] == socket.AF_INET6]
-    seen = {_normalise(entry[4]) for entry in native}
+    seen = {_packed_key(entry[4]) for entry in native}
     made: list[tuple[AddrInfoType, AddrInfoType]] = []
     refused: list[AddrInfoType] = []
     for i, entry in enumerate(entries):
         if entry[0] != socket.AF_INET:
             continue
-        ip = _ipv4(entry[4][0], f"addr_infos[{i}] host")
+        ipv4 = _ipv4_packed(entry[4][0], f"addr_infos[{i}] host")
+        port = entry[4][1]
         synthesised = 0
         for prefix in chosen:
             try:
-                address = prefix.synthesize(ip)
+                packed = prefix._synthesize(ipv4)
             except ValueError:
                 continue
             synthesised += 1
-            sockaddr = (str(address), entry[4][1], 0, 0)
-            key = _normalise(sockaddr)
-            if key in seen:
+            if (packed, port) in seen:
                 continue
-            seen.add(key)
+            seen.add((packed, port))
+            # inet_ntop spells it as the kernel does, so getpeername() gives it back.
+            sockaddr = (socket.inet_ntop(socket.AF_INET6, packed), port, 0, 0)
             made.append(((socket.AF_INET6, entry[1], entry[2], entry[3], sockaddr), entry))
         if not synthesised:
             refused.append(entry)
@@ -418,6 +445,14 @@ def synthesize_addr_infos(
     )
 
 
+def _packed_key(sockaddr: tuple[Any, ...]) -> tuple[bytes, int] | None:
+    """The packed address and port of an IPv6 sockaddr; ``None`` for a host name."""
+    try:
+        return (socket.inet_pton(socket.AF_INET6, sockaddr[0].partition("%")[0]), sockaddr[1])
+    except OSError:
+        return None
+
+
 # ---------------------------------------------------------------------------
 # RFC 7050: the prefixes in the AAAA answers for ipv4only.arpa
 # ---------------------------------------------------------------------------
@@ -426,8 +461,8 @@ def synthesize_addr_infos(
 _SEARCH_ORDER = tuple(sorted(_LENGTHS, reverse=True))
 
 
-def _prefix_of_answer(ip: ipaddress.IPv6Address) -> Nat64Prefix | None:
-    """The NAT64 prefix that synthesised *ip* from a Well-Known IPv4 Address, if any.
+def _prefix_of_answer(packed: bytes) -> Nat64Prefix | None:
+    """The NAT64 prefix that synthesised *packed* from a Well-Known IPv4 Address, if any.
 
     RFC 7050 section 3: look for a WKA at the position of each RFC 6052 prefix length.
     Several positions can match when the prefix's own bits happen to spell a WKA
@@ -438,11 +473,12 @@ def _prefix_of_answer(ip: ipaddress.IPv6Address) -> Nat64Prefix | None:
     prefix (a u-octet set, a forbidden range) does not count.
     """
     for length in _SEARCH_ORDER:
-        network = ipaddress.IPv6Network((int(ip), length), strict=False)
+        a, b, c, d = _SLOTS[length]
+        embedded = bytes((packed[a], packed[b], packed[c], packed[d]))
+        if embedded not in _WKAS_PACKED or (length < 96 and packed[_U_OCTET]):
+            continue
         try:
-            prefix = Nat64Prefix(network)
-            if prefix.extract(ip) in _WKAS:
-                return prefix
+            return Nat64Prefix(ipaddress.IPv6Network((packed, length), strict=False))
         except ValueError:
             continue
     return None
@@ -481,11 +517,10 @@ def nat64_prefixes_from_answers(answers: Iterable[AddrInfoType]) -> tuple[Nat64P
     for entry in check_addr_infos(answers, "answers"):
         if entry[0] != socket.AF_INET6:
             continue
-        try:
-            ip = ipaddress.IPv6Address(entry[4][0].partition("%")[0])
-        except ValueError:
+        key = _packed_key(entry[4])
+        if key is None:
             continue  # a host name where an address should be: no WKA in it
-        prefix = _prefix_of_answer(ip)
+        prefix = _prefix_of_answer(key[0])
         if prefix is not None and prefix not in found:
             found.append(prefix)
     return tuple(found)
