@@ -132,7 +132,7 @@ def _ipv4_packed(value: object, name: str) -> bytes:
         try:
             # Strict dotted quads only, as ipaddress (no "127.1", no octal).
             return socket.inet_pton(socket.AF_INET, value)
-        except (OSError, UnicodeError):
+        except (OSError, ValueError):  # ValueError: a NUL or a non-ASCII character
             raise ValueError(f"{name} must be an IPv4 address, got {value!r}") from None
     if isinstance(value, ipaddress.IPv4Address):
         return value.packed
