@@ -11,7 +11,7 @@ result. The rules, in the order :meth:`Nat64Discovery.prefixes` applies them:
 3. A discovered result is reused while it is fresh: ``ttl`` seconds after a
    discovery that found prefixes, ``negative_ttl`` seconds after one that found
    none, and only on the network it was learned on: when ``network_key()`` (by
-   default the host's source addresses, see :func:`source_addresses`) changes, the
+   default the host's source addresses, see ``source_addresses``) changes, the
    result is stale. :meth:`Nat64Discovery.reset` forgets it at once.
 4. Otherwise one discovery runs, and every concurrent caller awaits that same one.
    A caller that is cancelled leaves it running for the others; when the last one
@@ -129,7 +129,8 @@ class Nat64Discovery:
         clock: Monotonic seconds (``loop.time`` of a virtual-clock loop in tests).
         network_key: Called before a cached result is used; a different value than
             when it was discovered means another network, so the result is dropped.
-            Default :func:`source_addresses`; ``None``: only the TTLs and
+            Default: the host's IPv6 and IPv4 source addresses (a route lookup,
+            no packet sent); ``None``: only the TTLs and
             :meth:`reset` expire results.
 
     Raises:

@@ -197,7 +197,7 @@ class Nat64Prefix:
 
     @property
     def length(self) -> int:
-        """The prefix length in bits: 32, 40, 48, 56, 64 or 96."""
+        """Its length in bits (32, 40, 48, 56, 64 or 96)."""
         return self.network.prefixlen
 
     @property
