@@ -315,7 +315,9 @@ def test_synthesize_addr_infos_with_the_well_known_prefix_refuses_private() -> N
 
 def test_synthesize_addr_infos_with_several_prefixes() -> None:
     nsp = Nat64Prefix("2001:db8:64::/96")
-    result = synthesize_addr_infos([ai("8.8.8.8"), ai("192.168.1.1")], [nsp, WKP, nsp])
+    result = synthesize_addr_infos(
+        [ai("8.8.8.8"), ai("192.168.1.1")], [nsp, "64:ff9b::/96", nsp.network]
+    )
     assert [entry[4][0] for entry in result.addr_infos] == [
         "2001:db8:64::808:808",
         "64:ff9b::808:808",
@@ -327,7 +329,7 @@ def test_synthesize_addr_infos_with_several_prefixes() -> None:
 def test_synthesize_addr_infos_drops_what_dns64_already_gave() -> None:
     # A DNS64 answer, spelled differently, is the same address: keep the native one.
     entries = [ai("64:ff9b:0::8.8.8.8"), ai("8.8.8.8"), ai("8.8.4.4")]
-    result = synthesize_addr_infos(entries, "64:ff9b::/96")  # type: ignore[arg-type]
+    result = synthesize_addr_infos(entries, "64:ff9b::/96")
     assert [entry[4][0] for entry in result.addr_infos] == [
         "64:ff9b:0::8.8.8.8",
         "64:ff9b::808:404",
@@ -339,9 +341,9 @@ def test_synthesize_addr_infos_drops_what_dns64_already_gave() -> None:
 def test_synthesize_addr_infos_bad_input() -> None:
     with pytest.raises(ValueError, match=r"prefixes must name at least one NAT64 prefix"):
         synthesize_addr_infos([ai("8.8.8.8")], [])
-    with pytest.raises(TypeError, match=r"prefixes\[0\] must be a Nat64Prefix, got '64:ff9b::/96'"):
-        synthesize_addr_infos([ai("8.8.8.8")], ["64:ff9b::/96"])  # type: ignore[list-item]
-    with pytest.raises(TypeError, match=r"prefixes must be a Nat64Prefix or an iterable"):
+    with pytest.raises(TypeError, match=r"prefixes\[1\] must be a Nat64Prefix or a str .* got 96"):
+        synthesize_addr_infos([ai("8.8.8.8")], ["64:ff9b::/96", 96])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"prefixes must be a NAT64 prefix or an iterable"):
         synthesize_addr_infos([ai("8.8.8.8")], 96)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"addr_infos must be an iterable"):
         synthesize_addr_infos("8.8.8.8", WKP)  # type: ignore[arg-type]
@@ -624,7 +626,7 @@ def test_configured_prefixes_win_while_they_last(vrun: Runner[Any]) -> None:
         assert dns.calls == []
         await asyncio.sleep(8)
         assert await nat64.prefixes(dns) == (PREFIX,)  # lapsed: discovered
-        nat64.configure("2001:db8:46::/96")
+        nat64.configure(["2001:db8:46::/96"])
         assert await nat64.prefixes(dns) == (Nat64Prefix("2001:db8:46::/96"),)
         await asyncio.sleep(10**6)
         assert nat64.state == Nat64State((Nat64Prefix("2001:db8:46::/96"),), "configured", None)
@@ -730,6 +732,8 @@ def test_an_eagerly_finished_discovery(vrun: Runner[Any]) -> None:
 def test_discovery_bad_arguments(vrun: Runner[Any]) -> None:
     with pytest.raises(TypeError, match=r"discover must be a bool, got 1"):
         Nat64Discovery(discover=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"discover must be a bool, got 'no'"):
+        Nat64Discovery().discover = "no"  # type: ignore[assignment]
     with pytest.raises(ValueError, match=r"ttl must be a finite number of seconds >= 0, got -1"):
         Nat64Discovery(ttl=-1)
     with pytest.raises(ValueError, match=r"negative_ttl must be .* got nan"):

@@ -34,7 +34,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ._addresses import AddrInfoType
-from ._nat64 import Nat64Prefix, _check_prefixes, check_lifetime, nat64_prefixes_from_answers
+from ._nat64 import (
+    Nat64Prefix,
+    Nat64PrefixLike,
+    _check_prefixes,
+    check_lifetime,
+    nat64_prefixes_from_answers,
+)
 
 __all__ = ["IPV4ONLY_ARPA", "Nat64Discovery", "Nat64State", "source_addresses"]
 
@@ -142,10 +148,10 @@ class Nat64Discovery:
         "_clock",
         "_configured",
         "_discovered",
+        "_enabled",
         "_generation",
         "_in_flight",
         "_network_key",
-        "discover",
         "negative_ttl",
         "ttl",
     )
@@ -160,12 +166,11 @@ class Nat64Discovery:
         network_key: Callable[[], Hashable] | None = source_addresses,
     ) -> None:
         """Create a discovery that knows nothing yet (see the class docstring)."""
-        if not isinstance(discover, bool):
-            raise TypeError(f"discover must be a bool, got {discover!r}")
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {clock!r}")
         if network_key is not None and not callable(network_key):
             raise TypeError(f"network_key must be callable or None, got {network_key!r}")
+        self._enabled = False
         self.discover = discover
         self.ttl = _check_seconds(ttl, "ttl")
         self.negative_ttl = _check_seconds(negative_ttl, "negative_ttl")
@@ -177,6 +182,17 @@ class Nat64Discovery:
         self._generation = 0
 
     # -- inspecting and injecting ---------------------------------------------
+
+    @property
+    def discover(self) -> bool:
+        """Whether ``ipv4only.arpa`` is queried; ``False``: only configured prefixes are used."""
+        return self._enabled
+
+    @discover.setter
+    def discover(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"discover must be a bool, got {value!r}")
+        self._enabled = value
 
     @property
     def state(self) -> Nat64State | None:
@@ -194,7 +210,7 @@ class Nat64Discovery:
 
     def configure(
         self,
-        prefixes: Nat64Prefix | str | Iterable[Nat64Prefix] | None,
+        prefixes: Nat64PrefixLike | Iterable[Nat64PrefixLike] | None,
         *,
         lifetime: float | None = None,
     ) -> None:

@@ -34,13 +34,14 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 from ._addresses import AddrInfoType, _is_int, check_addr_infos
 
 __all__ = [
     "WELL_KNOWN_IPV4_ADDRESSES",
     "Nat64Prefix",
+    "Nat64PrefixLike",
     "SynthesizedAddrInfos",
     "check_lifetime",
     "nat64_prefixes_from_answers",
@@ -327,16 +328,26 @@ def _parse_network(prefix: object) -> ipaddress.IPv6Network:
 Nat64Prefix.WELL_KNOWN = Nat64Prefix(_WKP_NETWORK)
 
 
+Nat64PrefixLike: TypeAlias = "Nat64Prefix | str | ipaddress.IPv6Network"
+
+
+def _one_prefix(prefix: object, name: str) -> Nat64Prefix:
+    if isinstance(prefix, Nat64Prefix):
+        return prefix
+    if isinstance(prefix, (str, ipaddress.IPv6Network)):
+        return Nat64Prefix(prefix)
+    raise TypeError(f"{name} must be a Nat64Prefix or a str such as '64:ff9b::/96', got {prefix!r}")
+
+
 def _check_prefixes(prefixes: object, name: str = "prefixes") -> tuple[Nat64Prefix, ...]:
-    """A non-empty tuple of prefixes from one prefix or an iterable of them."""
+    """The prefixes, in order, without repeats, from one prefix or an iterable of them."""
     if isinstance(prefixes, (Nat64Prefix, str, ipaddress.IPv6Network)):
-        return (prefixes if isinstance(prefixes, Nat64Prefix) else Nat64Prefix(prefixes),)
-    if isinstance(prefixes, bytes) or not isinstance(prefixes, Iterable):
-        raise TypeError(f"{name} must be a Nat64Prefix or an iterable of them, got {prefixes!r}")
+        return (_one_prefix(prefixes, name),)
+    if isinstance(prefixes, (bytes, bytearray)) or not isinstance(prefixes, Iterable):
+        raise TypeError(f"{name} must be a NAT64 prefix or an iterable of them, got {prefixes!r}")
     result: list[Nat64Prefix] = []
-    for i, prefix in enumerate(prefixes):
-        if not isinstance(prefix, Nat64Prefix):
-            raise TypeError(f"{name}[{i}] must be a Nat64Prefix, got {prefix!r}")
+    for i, item in enumerate(prefixes):
+        prefix = _one_prefix(item, f"{name}[{i}]")
         if prefix not in result:
             result.append(prefix)
     return tuple(result)
@@ -376,7 +387,7 @@ class SynthesizedAddrInfos:
 
 def synthesize_addr_infos(
     addr_infos: Iterable[AddrInfoType],
-    prefixes: Nat64Prefix | Iterable[Nat64Prefix],
+    prefixes: Nat64PrefixLike | Iterable[Nat64PrefixLike],
 ) -> SynthesizedAddrInfos:
     """Turn addr_infos into the list to race on an IPv6-only network (RFC 8305 section 7).
 
@@ -400,7 +411,8 @@ def synthesize_addr_infos(
 
     Args:
         addr_infos: ``getaddrinfo``-style entries with IP-literal sockaddrs.
-        prefixes: One :class:`Nat64Prefix`, or several (all are used, in order).
+        prefixes: One :class:`Nat64Prefix` (or its text, ``"64:ff9b::/96"``), or
+            several (all are used, in order).
 
     Returns:
         A :class:`SynthesizedAddrInfos`.
