@@ -36,7 +36,6 @@ from typing import Literal
 from ._addresses import AddrInfoType
 from ._nat64 import (
     Nat64Prefix,
-    Nat64PrefixLike,
     _check_prefixes,
     check_lifetime,
     nat64_prefixes_from_answers,
@@ -210,7 +209,7 @@ class Nat64Discovery:
 
     def configure(
         self,
-        prefixes: Nat64PrefixLike | Iterable[Nat64PrefixLike] | None,
+        prefixes: Nat64Prefix | str | Iterable[Nat64Prefix | str] | None,
         *,
         lifetime: float | None = None,
     ) -> None:

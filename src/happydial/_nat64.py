@@ -34,14 +34,13 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar
 
 from ._addresses import AddrInfoType, _is_int, check_addr_infos
 
 __all__ = [
     "WELL_KNOWN_IPV4_ADDRESSES",
     "Nat64Prefix",
-    "Nat64PrefixLike",
     "SynthesizedAddrInfos",
     "check_lifetime",
     "nat64_prefixes_from_answers",
@@ -328,9 +327,6 @@ def _parse_network(prefix: object) -> ipaddress.IPv6Network:
 Nat64Prefix.WELL_KNOWN = Nat64Prefix(_WKP_NETWORK)
 
 
-Nat64PrefixLike: TypeAlias = "Nat64Prefix | str | ipaddress.IPv6Network"
-
-
 def _one_prefix(prefix: object, name: str) -> Nat64Prefix:
     if isinstance(prefix, Nat64Prefix):
         return prefix
@@ -387,7 +383,7 @@ class SynthesizedAddrInfos:
 
 def synthesize_addr_infos(
     addr_infos: Iterable[AddrInfoType],
-    prefixes: Nat64PrefixLike | Iterable[Nat64PrefixLike],
+    prefixes: Nat64Prefix | str | Iterable[Nat64Prefix | str],
 ) -> SynthesizedAddrInfos:
     """Turn addr_infos into the list to race on an IPv6-only network (RFC 8305 section 7).
 
