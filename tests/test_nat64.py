@@ -316,7 +316,7 @@ def test_synthesize_addr_infos_with_the_well_known_prefix_refuses_private() -> N
 def test_synthesize_addr_infos_with_several_prefixes() -> None:
     nsp = Nat64Prefix("2001:db8:64::/96")
     result = synthesize_addr_infos(
-        [ai("8.8.8.8"), ai("192.168.1.1")], [nsp, "64:ff9b::/96", nsp.network]
+        [ai("8.8.8.8"), ai("192.168.1.1")], [nsp, "64:ff9b::/96", str(nsp)]
     )
     assert [entry[4][0] for entry in result.addr_infos] == [
         "2001:db8:64::808:808",
