@@ -117,8 +117,11 @@ def _check_seconds(value: object, name: str) -> float:
 class Nat64Discovery:
     """The NAT64 prefixes of the network this host is on, discovered once (RFC 7050).
 
-    Share one per application (or per network interface, if you route by hand); the
-    module docstring of ``happydial._dns64`` and the IPv6-only guide list the rules.
+    Share one per application (or per network interface, if you route by hand). In
+    order: configured prefixes win while they last; with ``discover=False`` nothing
+    else is used; a discovered result is reused for ``ttl`` (found) or
+    ``negative_ttl`` (none found, or the resolver failed) seconds, on the same
+    network only; otherwise one discovery runs, shared by every concurrent caller.
 
     >>> discovery = Nat64Discovery(network_key=None)
     >>> discovery.configure("64:ff9b::/96")
@@ -135,8 +138,7 @@ class Nat64Discovery:
         network_key: Called before a cached result is used; a different value than
             when it was discovered means another network, so the result is dropped.
             Default: the host's IPv6 and IPv4 source addresses (a route lookup,
-            no packet sent); ``None``: only the TTLs and
-            :meth:`reset` expire results.
+            no packet sent); ``None``: only the TTLs and :meth:`reset` expire results.
 
     Raises:
         TypeError: An argument has the wrong type.
