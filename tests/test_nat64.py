@@ -393,6 +393,10 @@ def test_parsing_takes_the_longest_position() -> None:
     answer = nsp.embed("192.0.0.170")
     assert Nat64Prefix("2001:db8::/32").extract(answer) == ipaddress.IPv4Address("192.0.0.170")
     assert nat64_prefixes_from_answers([ai(str(answer), 0)]) == (nsp,)
+    # The other WKA's answer holds 192.0.0.170 at /32 and 192.0.0.171 at /64.
+    other = nsp.embed("192.0.0.171")
+    assert Nat64Prefix("2001:db8::/32").extract(other) == ipaddress.IPv4Address("192.0.0.170")
+    assert nat64_prefixes_from_answers([ai(str(other), 0), ai(str(answer), 0)]) == (nsp,)
 
 
 def test_parsing_bad_input() -> None:

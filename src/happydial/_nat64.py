@@ -477,8 +477,10 @@ def _prefix_of_answer(packed: bytes) -> Nat64Prefix | None:
     (``2001:db8:c000:aa::/64`` holds 192.0.0.170 at the /32 position). The longest
     matching length is the true one: the bits a longer length reads start after a
     shorter prefix's embedded address, where there are only the WKA's trailing octets
-    (0, 0, 170 or 171) and zeros, never the leading 192. A candidate that is no valid
-    prefix (a u-octet set, a forbidden range) does not count.
+    (0, 0, 170 or 171) and zeros, never the leading 192. (RFC 7050 settles such an
+    address with the other WKA; the longest position gives the same prefix wherever
+    that decides, and also decides when both WKAs sit in the prefix's bits.) A
+    candidate that is no valid prefix (a u-octet set, a forbidden range) does not count.
     """
     for length in _SEARCH_ORDER:
         a, b, c, d = _SLOTS[length]
