@@ -29,6 +29,7 @@ from happydial import (
 from happydial._nat64 import non_global_reason
 
 from .conftest import Runner
+from .test_fuzz import FUZZ, HOSTS, addr_info_lists, anything, call_pure, scalars
 
 V6, V4 = socket.AF_INET6, socket.AF_INET
 TCP = socket.IPPROTO_TCP
@@ -381,6 +382,7 @@ def test_parsing_ignores_answers_without_a_well_known_address() -> None:
         ai("192.0.0.170", 0),  # an A answer slipped in
         ai("2001:db8:0:0:100::c000:aa", 0),  # /96 position, but the u-octet is set
         (V6, socket.SOCK_STREAM, TCP, "", ("ipv4only.arpa", 0, 0, 0)),
+        (V6, socket.SOCK_STREAM, TCP, "", ("64:ff9b::c000:aa\x00", 0, 0, 0)),
     ]
     assert nat64_prefixes_from_answers(answers) == ()
     assert nat64_prefixes_from_answers([]) == ()
@@ -800,3 +802,88 @@ def test_a_discovery_orphaned_by_a_reset_ends_with_its_last_caller(vrun: Runner[
         assert unknown(nat64)
 
     vrun(main)
+
+
+# ---------------------------------------------------------------------------
+# Fuzzed input (as tests/test_fuzz.py does for the rest of the public API)
+# ---------------------------------------------------------------------------
+
+GOOD_PREFIXES = ["64:ff9b::/96", "2001:db8::/32", "2001:db8:100::/40", "2001:db8:122:344::/64"]
+prefix_values = st.one_of(
+    st.sampled_from([*GOOD_PREFIXES, "::/96", "2001:db8::/33"]),
+    st.sampled_from(GOOD_PREFIXES).map(Nat64Prefix),
+    anything,
+)
+address_values = st.one_of(
+    st.sampled_from(["192.0.2.33", "8.8.8.8", "10.0.0.1", "64:ff9b::808:808", "2001:db8::1"]),
+    st.sampled_from(HOSTS),
+    scalars,
+    anything,
+)
+
+
+@FUZZ
+@given(prefix_values, address_values)
+def test_fuzz_prefix_methods(prefix: Any, address: Any) -> None:
+    made = call_pure(Nat64Prefix, ["prefix"], prefix)
+    if not isinstance(made, Nat64Prefix):
+        return
+    for method, name in ((made.embed, "ipv4"), (made.synthesize, "ipv4"), (made.extract, "ipv6")):
+        result = call_pure(method, [name], address)
+        assert isinstance(result, (ipaddress.IPv4Address, ipaddress.IPv6Address, Exception))
+    assert isinstance(address in made, bool)
+
+
+@FUZZ
+@given(addr_info_lists, st.one_of(prefix_values, st.lists(prefix_values, max_size=3)))
+def test_fuzz_synthesize_addr_infos(addr_infos: Any, prefixes: Any) -> None:
+    result = call_pure(synthesize_addr_infos, ["addr_infos", "prefix"], addr_infos, prefixes)
+    if isinstance(result, SynthesizedAddrInfos):
+        assert all(entry[0] == V6 for entry in result.addr_infos)
+        for made, ipv4 in result.origins:
+            assert result.origin(made[4]) == ipv4
+
+
+@FUZZ
+@given(addr_info_lists)
+def test_fuzz_nat64_prefixes_from_answers(answers: Any) -> None:
+    result = call_pure(nat64_prefixes_from_answers, ["answers"], answers)
+    assert isinstance(result, (tuple, Exception))
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.binary(min_size=16, max_size=16).map(lambda data: b"\x26\x02" + data[2:]),
+        st.binary(max_size=20),
+        anything,
+    )
+)
+def test_fuzz_parse_pref64_option(option: Any) -> None:
+    result = call_pure(parse_pref64_option, ["option", "prefix"], option)
+    if isinstance(result, tuple):
+        prefix, lifetime = result
+        assert isinstance(prefix, Nat64Prefix)
+        assert 0 <= lifetime <= 65528
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(["discover", "ttl", "negative_ttl", "clock", "network_key"]),
+        st.one_of(scalars, st.sampled_from([True, False, 0, 60.0, None])),
+        max_size=3,
+    ),
+    st.one_of(prefix_values, st.lists(prefix_values, max_size=2), st.none()),
+    st.one_of(st.none(), st.floats(), st.integers(-1, 10), scalars),
+)
+def test_fuzz_discovery_configuration(
+    options: dict[str, Any], prefixes: Any, lifetime: Any
+) -> None:
+    options.setdefault("network_key", None)
+    names = ["discover", "ttl", "negative_ttl", "clock", "network_key"]
+    nat64 = call_pure(lambda: Nat64Discovery(**options), names)
+    if isinstance(nat64, Nat64Discovery):
+        configure = lambda: nat64.configure(prefixes, lifetime=lifetime)  # noqa: E731
+        outcome = call_pure(configure, ["prefix", "lifetime"])
+        assert outcome is None or isinstance(outcome, Exception)

@@ -457,7 +457,7 @@ def _packed_key(sockaddr: tuple[Any, ...]) -> tuple[bytes, int] | None:
     """The packed address and port of an IPv6 sockaddr; ``None`` for a host name."""
     try:
         return (socket.inet_pton(socket.AF_INET6, sockaddr[0].partition("%")[0]), sockaddr[1])
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL or a non-ASCII character
         return None
 
 
