@@ -13,6 +13,8 @@ one way: wrappers and host names -> racer -> schedule and sockets -> address lay
 * ``_errors``: what is raised when every attempt fails.
 * ``_trace``: the events a ``trace`` callable receives.
 * ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
+* ``_nat64``: NAT64 address arithmetic (RFC 6052) and prefix parsing (RFC 7050, 8781), pure.
+* ``_dns64``: ``Nat64Discovery``, the network's NAT64 prefixes found once (RFC 7050).
 * ``_connect``: ``connect``, host names resolved per family in parallel.
 * ``_wrappers``: ``open_connection`` and ``create_connection`` in asyncio's shapes.
 * ``_cli``: ``python -m happydial``.
@@ -28,8 +30,15 @@ from ._addresses import remove_addr_infos as remove_addr_infos
 from ._connect import Resolver as Resolver
 from ._connect import connect as connect
 from ._connect import getaddrinfo_resolver as getaddrinfo_resolver
+from ._dns64 import Nat64Discovery as Nat64Discovery
+from ._dns64 import Nat64State as Nat64State
 from ._errors import failed_addr_infos as failed_addr_infos
 from ._history import AddressHistory as AddressHistory
+from ._nat64 import Nat64Prefix as Nat64Prefix
+from ._nat64 import SynthesizedAddrInfos as SynthesizedAddrInfos
+from ._nat64 import nat64_prefixes_from_answers as nat64_prefixes_from_answers
+from ._nat64 import parse_pref64_option as parse_pref64_option
+from ._nat64 import synthesize_addr_infos as synthesize_addr_infos
 from ._racer import start_connection as start_connection
 from ._selection import SourcesType as SourcesType
 from ._selection import sort_addr_infos as sort_addr_infos
@@ -61,6 +70,9 @@ __all__ = [
     "AttemptSucceeded",
     "DelayAdjusted",
     "HistoryReordered",
+    "Nat64Discovery",
+    "Nat64Prefix",
+    "Nat64State",
     "ResolutionFailed",
     "ResolutionFinished",
     "ResolutionStarted",
@@ -68,6 +80,7 @@ __all__ = [
     "SocketFactoryType",
     "SourceAddressCache",
     "SourcesType",
+    "SynthesizedAddrInfos",
     "TraceEvent",
     "TraceType",
     "__version__",
@@ -79,11 +92,14 @@ __all__ = [
     "getaddrinfo_resolver",
     "interleave_addr_infos",
     "ip_addresses_to_addr_infos",
+    "nat64_prefixes_from_answers",
     "open_connection",
+    "parse_pref64_option",
     "pop_addr_infos_interleave",
     "probe_source",
     "remove_addr_infos",
     "sort_addr_infos",
     "staggered_race",
     "start_connection",
+    "synthesize_addr_infos",
 ]
