@@ -63,6 +63,8 @@ autodoc_type_aliases = {
     "TraceEvent": "happydial.TraceEvent",
     "ResolverType": "happydial.Resolver",
     "Outcome": "happydial.testing.Outcome",
+    "SourceType": "happydial.SourceType",
+    "SourcesType": "happydial.SourcesType",
 }
 # Sphinx renders an alias nested in another type (list[AddrInfoType], Alias | None)
 # by the repr of its placeholder, "TypeAliasForwardRef('happydial.AddrInfoType')",

@@ -41,6 +41,7 @@ from ._nat64 import parse_pref64_option as parse_pref64_option
 from ._nat64 import synthesize_addr_infos as synthesize_addr_infos
 from ._racer import start_connection as start_connection
 from ._selection import SourcesType as SourcesType
+from ._selection import SourceType as SourceType
 from ._selection import sort_addr_infos as sort_addr_infos
 from ._sources import SourceAddressCache as SourceAddressCache
 from ._sources import default_source_cache as default_source_cache
@@ -79,6 +80,7 @@ __all__ = [
     "Resolver",
     "SocketFactoryType",
     "SourceAddressCache",
+    "SourceType",
     "SourcesType",
     "SynthesizedAddrInfos",
     "TraceEvent",
