@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import settings
 
+import happydial._sources
+from happydial import AddrInfoType, SourceAddressCache
 from happydial.testing import VirtualClockLoop
 
 # In CI, property tests draw the same examples on every run, so a red CI is
@@ -108,6 +111,27 @@ def no_fd_leak() -> Iterator[None]:
     gc.collect()
     leaked = open_fds() - before
     assert not leaked, f"descriptors left open: {sorted(leaked)}"
+
+
+def documentation_source(addr_info: AddrInfoType) -> str:
+    """A source address for *addr_info* as on a dual-stack host with global addresses.
+
+    connect() orders answers by RFC 6724 with the source the kernel would choose;
+    the test machine's own addresses (a ULA-only IPv6 here, none elsewhere) must not
+    decide what the tests see. Loopback destinations keep their own loopback source.
+    """
+    host: str = addr_info[4][0]
+    if host in ("::1", "127.0.0.1") or host.startswith("127."):
+        return host
+    return "2001:db8:ffff::1" if addr_info[0] == socket.AF_INET6 else "198.51.100.1"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees the same source addresses, whatever this host's network is."""
+    monkeypatch.setattr(
+        happydial._sources, "_DEFAULT", SourceAddressCache(probe=documentation_source)
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -8,13 +8,18 @@ The story of :func:`connect`, step by step:
    only when *both* answers are in: a slow AAAA then costs its full delay.
 3. The race starts empty and is fed as answers arrive (``_Feeder``):
    an IPv6 answer is fed at once; an IPv4 answer that comes first waits at most
-   ``resolution_delay`` for IPv6 (section 3), then is fed alone.
-4. An answer that arrives while the race runs joins the *untried* addresses in
-   interleaved order (section 4), the other family first, so the alternation goes on.
-5. When a connection wins, lookups still running are abandoned: the default
-   resolver runs ``getaddrinfo`` in a daemon thread of its own rather than the
-   loop's executor, because ``asyncio.run()`` joins that executor at exit and a
-   stuck AAAA lookup would hold the program for seconds.
+   ``resolution_delay`` for IPv6 (section 3), then is fed alone. So does an IPv6
+   answer this host has no source address for (RFC 6724 rule 1).
+4. Every answer is sorted with the untried addresses by RFC 6724 (section 4: the
+   per-family lookups lose the C library's sort), with the source address the
+   kernel would choose for each (``_sources``), then interleaved: the preferred
+   family's First Address Family Count, then alternating where the race left off.
+5. When the race ends (won, failed or cancelled), lookups still running are
+   abandoned at once, from inside the race: nothing after the win is awaited, so a
+   cancellation cannot land between a won race and the return of its socket. The
+   default resolver runs ``getaddrinfo`` in a daemon thread rather than the loop's
+   executor, because ``asyncio.run()`` joins that executor at exit and a stuck
+   AAAA lookup would hold the program for seconds.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ from ._addresses import (
 from ._history import AddressHistory
 from ._racer import ConnectRace, _check_callable, apply_history, check_ip_literals
 from ._schedule import check_delay
+from ._selection import SourcesType, _sort, _sources_lookup, ranks_below_ipv4
 from ._sockets import being_cancelled
+from ._sources import bound_sources, default_source_cache
 from ._trace import TraceType
 
 __all__ = ["Resolver", "connect", "getaddrinfo_resolver"]
@@ -116,8 +123,10 @@ class _Feeder:
         families: list[int],
         resolution_delay: float,
         first_address_family_count: int,
+        sources: Callable[[AddrInfoType], object],
     ) -> None:
         self.race = race
+        self.sources = sources
         self.host = host
         self.waiting = set(families)
         self.resolution_delay = resolution_delay
@@ -132,6 +141,16 @@ class _Feeder:
         self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None
     ) -> None:
         """One lookup ended, with addresses or with an error."""
+        try:
+            self._answered(family, addr_infos, error)
+        except BaseException as exc:  # noqa: BLE001 - the race raises it to the caller
+            # A bad sources mapping, say: raised in a lookup's task, it would be
+            # logged by the loop while the race waited forever.
+            self.race.report_bug(exc)
+
+    def _answered(
+        self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None
+    ) -> None:
         loop = self.race.loop
         self.waiting.discard(family)
         if error is not None:
@@ -163,14 +182,21 @@ class _Feeder:
         """Whether to hold an answer for the resolution delay, for the other family."""
         if family == socket.AF_INET:
             return True  # Section 3: IPv4 answered first; give IPv6 the resolution delay.
-        # An IPv6 answer whose every address failed recently would go last anyway
-        # (section 4 with history): give IPv4 the same short chance to answer first.
+        # An IPv6 answer that RFC 6724 ranks after a usual IPv4 answer (no source
+        # address for it; only a ULA source for a global destination), or whose
+        # every address failed recently (section 4 with history), would go after
+        # IPv4 anyway: give IPv4 the same short chance to answer first.
+        if ranks_below_ipv4(fresh, self.sources):
+            return True
         history = self.race.history
         return history is not None and all(history.is_cooling(a[4]) for a in fresh)
 
     def _release(self) -> None:
         self.timer = None
-        self._feed(self._take_held())
+        try:
+            self._feed(self._take_held())
+        except BaseException as exc:  # noqa: BLE001 - in a timer callback: see answered()
+            self.race.report_bug(exc)
 
     def _take_held(self) -> list[AddrInfoType]:
         if self.timer is not None:
@@ -184,19 +210,25 @@ class _Feeder:
         if not new:
             return
         race = self.race
-        combined = [*race.items, *new]
+        # Section 4: sort by RFC 6724 first (the untried addresses with the new
+        # ones), then interleave the usable ones; those with no source go last.
+        ranked, usable = _sort([*race.items, *new], self.sources)
         race.items.clear()
-        v6 = [a for a in combined if a[0] == socket.AF_INET6]
-        v4 = [a for a in combined if a[0] != socket.AF_INET6]
-        tried_v6 = sum(1 for a in race.started if a[0] == socket.AF_INET6)
-        if not race.started or (race.started[-1][0] == socket.AF_INET6 and tried_v6 < self.count):
-            # IPv6 (preferred by RFC 6724's default policy) still has some of its
-            # First Address Family Count to use.
-            merged = _interleave(v6 + v4, self.count - tried_v6)
-        elif race.started[-1][0] == socket.AF_INET6:
-            merged = _interleave(v4 + v6, 1)  # keep alternating: IPv4's turn
+        unusable = ranked[usable:]
+        ranked = ranked[:usable]
+        preferred = ranked[0][0] if ranked else socket.AF_INET6
+        same = [a for a in ranked if a[0] == preferred]
+        other = [a for a in ranked if a[0] != preferred]
+        tried = sum(1 for a in race.started if a[0] == preferred)
+        last = race.started[-1][0] if race.started else None
+        if last is None or (last == preferred and tried < self.count):
+            # The preferred family still has some of its First Address Family Count.
+            merged = _interleave(same + other, self.count - tried)
+        elif last == preferred:
+            merged = _interleave(other + same, 1)  # keep alternating: the other's turn
         else:
-            merged = _interleave(v6 + v4, 1)  # keep alternating: IPv6's turn
+            merged = _interleave(same + other, 1)  # keep alternating: the preferred's turn
+        merged += unusable
         if race.history is not None:
             emit = race.emit if race.trace is not None else None
             merged = apply_history(race.history, merged, race.loop, emit)
@@ -348,6 +380,7 @@ async def connect(
     all_errors: bool = False,
     trace: TraceType | None = None,
     history: AddressHistory | None = None,
+    sources: SourcesType | None = None,
 ) -> socket.socket:
     """Connect to *host*, resolving IPv6 and IPv4 in parallel (RFC 8305).
 
@@ -372,6 +405,10 @@ async def connect(
             default: the result of a call then depends only on its arguments and the
             network, never on unrelated earlier calls in the same process (share one
             history per application, or per destination, to opt in).
+        sources: The source address of each destination, for RFC 6724's ordering
+            of the answers (see :func:`happydial.sort_addr_infos`). Default: what the
+            kernel would choose, probed once per destination and cached
+            (:func:`happydial.default_source_cache`); with *local_addr*, that address.
 
     Returns:
         A connected, non-blocking socket, owned by the caller.
@@ -398,6 +435,7 @@ async def connect(
     _check_callable(trace, "trace")
     if history is not None and not isinstance(history, AddressHistory):
         raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
+    source_of = None if sources is None else _sources_lookup(sources)
     loop = asyncio.get_running_loop()
     race = ConnectRace(
         loop,
@@ -416,7 +454,10 @@ async def connect(
         sock, _ = await race.connect(all_errors=all_errors)
         return sock
     families = _FAMILIES[family]
-    feeder = _Feeder(race, host, families, res_delay or 0.0, count)
+    if source_of is None:
+        cache = default_source_cache()
+        source_of = cache if local is None else bound_sources(local, cache)
+    feeder = _Feeder(race, host, families, res_delay or 0.0, count, source_of)
     race.keep_feeding()
     # The lookups are abandoned the moment the race ends (won, failed or
     # cancelled), from inside the race: they see their cancellation before this

@@ -230,6 +230,28 @@ def _sort_key(destination: _Address, source: _Address | None) -> _Key:
     )
 
 
+# Where a global IPv4 destination reached from a global IPv4 source sorts: the
+# usual IPv4 answer on a host with IPv4 connectivity (192.0.2.1 and 198.51.100.1
+# are documentation addresses standing for any such pair).
+_TYPICAL_IPV4: _Key = _sort_key(
+    _address("192.0.2.1", socket.AF_INET),  # type: ignore[arg-type]
+    _source_address("198.51.100.1"),
+)
+
+
+def ranks_below_ipv4(entries: list[AddrInfoType], lookup: Callable[[AddrInfoType], object]) -> bool:
+    """Whether a usual IPv4 answer would sort before every one of *entries*.
+
+    ``connect()`` asks this of an IPv6 answer that arrives before the A answer: an
+    IPv6 address this host has no source for (rule 1), or only a ULA source for a
+    global destination (rule 5: its label differs, IPv4's matches), goes after IPv4
+    by the default policy, so the AAAA answer waits the Resolution Delay for A
+    rather than starting on the path RFC 6724 ranks last.
+    """
+    keys, _ = _keys(entries, lookup)
+    return all(key > _TYPICAL_IPV4 for key in keys)
+
+
 def sort_addr_infos(
     addr_infos: Iterable[AddrInfoType], *, sources: SourcesType
 ) -> list[AddrInfoType]:
@@ -290,6 +312,17 @@ def _sort(
         The sorted list, and how many of its entries are usable (they come first):
         a caller that interleaves families can keep the unusable ones at the end.
     """
+    keys, usable = _keys(entries, lookup)
+    if len(entries) < 2:
+        return entries, usable
+    order = sorted(range(len(entries)), key=keys.__getitem__)
+    return [entries[i] for i in order], usable
+
+
+def _keys(
+    entries: list[AddrInfoType], lookup: Callable[[AddrInfoType], object]
+) -> tuple[list[_Key], int]:
+    """Each entry's sort key, and how many entries are usable (have a source)."""
     keys: list[_Key] = []
     for i, entry in enumerate(entries):
         host = entry[4][0]
@@ -310,8 +343,4 @@ def _sort(
                 " an IPv4 destination needs an IPv4 source and the reverse"
             )
         keys.append(_sort_key(destination, source))
-    usable = sum(1 for key in keys if not key[0])
-    if len(entries) < 2:
-        return entries, usable
-    order = sorted(range(len(entries)), key=keys.__getitem__)
-    return [entries[i] for i in order], usable
+    return keys, sum(1 for key in keys if not key[0])
