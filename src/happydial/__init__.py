@@ -1,7 +1,8 @@
 """happydial: Happy Eyeballs (RFC 8305) TCP connections for asyncio.
 
 Layout: every implementation module is private and re-exported here. Imports flow
-one way: wrappers and host names -> racer -> schedule and sockets -> address layer.
+one way: wrappers and host names -> resolvers, racer -> schedule and sockets -> address
+layer.
 
 * ``_addresses``: the pure address layer (ordering and editing addr_info lists).
 * ``_schedule``: when attempts start and what ends a race (RFC 8305 section 5).
@@ -11,6 +12,8 @@ one way: wrappers and host names -> racer -> schedule and sockets -> address lay
 * ``_errors``: what is raised when every attempt fails.
 * ``_trace``: the events a ``trace`` callable receives.
 * ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
+* ``_resolver``: the ``Resolver`` protocol and ``getaddrinfo_resolver`` on its thread pool.
+* ``_backends``: ``AiodnsResolver`` and ``DnspythonResolver``, the optional DNS back ends.
 * ``_connect``: ``connect``, host names resolved per family in parallel.
 * ``_wrappers``: ``open_connection`` and ``create_connection`` in asyncio's shapes.
 * ``_cli``: ``python -m happydial``.
@@ -23,12 +26,16 @@ from ._addresses import interleave_addr_infos as interleave_addr_infos
 from ._addresses import ip_addresses_to_addr_infos as ip_addresses_to_addr_infos
 from ._addresses import pop_addr_infos_interleave as pop_addr_infos_interleave
 from ._addresses import remove_addr_infos as remove_addr_infos
-from ._connect import Resolver as Resolver
+from ._backends import AiodnsResolver as AiodnsResolver
+from ._backends import DnspythonResolver as DnspythonResolver
 from ._connect import connect as connect
-from ._connect import getaddrinfo_resolver as getaddrinfo_resolver
 from ._errors import failed_addr_infos as failed_addr_infos
 from ._history import AddressHistory as AddressHistory
 from ._racer import start_connection as start_connection
+from ._resolver import Resolver as Resolver
+from ._resolver import ResolverPoolSettings as ResolverPoolSettings
+from ._resolver import configure_resolver_pool as configure_resolver_pool
+from ._resolver import getaddrinfo_resolver as getaddrinfo_resolver
 from ._staggered import staggered_race as staggered_race
 from ._trace import AttemptCancelled as AttemptCancelled
 from ._trace import AttemptFailed as AttemptFailed
@@ -48,21 +55,25 @@ from ._wrappers import open_connection as open_connection
 __all__ = [
     "AddrInfoType",
     "AddressHistory",
+    "AiodnsResolver",
     "AttemptCancelled",
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
     "DelayAdjusted",
+    "DnspythonResolver",
     "HistoryReordered",
     "ResolutionFailed",
     "ResolutionFinished",
     "ResolutionStarted",
     "Resolver",
+    "ResolverPoolSettings",
     "SocketFactoryType",
     "TraceEvent",
     "TraceType",
     "__version__",
     "addr_to_addr_infos",
+    "configure_resolver_pool",
     "connect",
     "create_connection",
     "failed_addr_infos",

@@ -20,12 +20,10 @@ The story of :func:`connect`, step by step:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
-import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from . import _trace
 from ._addresses import (
@@ -39,60 +37,11 @@ from ._addresses import (
 )
 from ._history import AddressHistory
 from ._racer import ConnectRace, _check_callable, apply_history, check_ip_literals
+from ._resolver import Resolver, getaddrinfo_resolver
 from ._schedule import check_delay
 from ._trace import TraceType
 
 __all__ = ["Resolver", "connect", "getaddrinfo_resolver"]
-
-
-class Resolver(Protocol):
-    """A family-specific lookup: ``await resolver(host, port, family)``.
-
-    It returns the addr_infos of *host* for *family* (``AF_INET6`` or ``AF_INET``),
-    with IP-literal sockaddrs and *port* filled in, and raises :class:`OSError`
-    (:class:`socket.gaierror` is one) when the name has no such address. Anything
-    can sit behind it: aiodns, a zeroconf cache, a dictionary.
-    """
-
-    def __call__(self, host: str, port: int, family: int) -> Awaitable[list[AddrInfoType]]:
-        """Look *host* up for one address family."""
-        ...  # pragma: no cover - a protocol
-
-
-async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrInfoType]:
-    """The default resolver: the C library's ``getaddrinfo``, in a daemon thread.
-
-    The thread is not the loop's executor, so an abandoned lookup never delays the
-    caller nor the loop's shutdown; it ends on its own when the C call returns.
-    """
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
-
-    def lookup() -> None:
-        try:
-            result: Any = socket.getaddrinfo(
-                host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP
-            )
-            error = None
-        except OSError as exc:
-            result, error = None, exc
-        # RuntimeError: the loop closed while we were looking up; nobody is waiting.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_deliver, answer, result, error)
-
-    threading.Thread(target=lookup, name=f"happydial-getaddrinfo-{host}", daemon=True).start()
-    return await answer
-
-
-def _deliver(
-    answer: asyncio.Future[list[AddrInfoType]], result: Any, error: OSError | None
-) -> None:
-    if answer.done():
-        return  # abandoned: the race was won (or cancelled) without this answer
-    if error is not None:
-        answer.set_exception(error)
-    else:
-        answer.set_result(result)
 
 
 def _literal_addr_infos(host: str, port: int) -> list[AddrInfoType] | None:

@@ -1,0 +1,301 @@
+"""Name resolution: the ``Resolver`` protocol and the default, thread-pooled resolver.
+
+Every lookup :func:`happydial.connect` makes goes through one of these. The default,
+:func:`getaddrinfo_resolver`, runs the C library's ``getaddrinfo`` (one family per
+call, RFC 8305 section 3) on a pool of daemon threads that happydial owns:
+
+* not the loop's executor, because ``asyncio.run()`` joins that at exit and a stuck
+  AAAA lookup would hold the program for as long as the C call takes;
+* not a fresh thread per lookup either: a new thread pays for its start-up and for
+  the C library initialising its resolver state again, and thousands of them cost
+  memory. The pool starts threads on demand up to a cap, reuses them across calls
+  and event loops, and lets each one go after it has been idle for a while.
+
+A lookup whose caller has gone (the race was won, or cancelled) is *abandoned*: its
+answer is dropped when it comes, and if it is still queued it never runs. Its thread is
+a daemon, so it never delays the program's exit either.
+
+``localhost`` and ``*.localhost`` never reach a resolver's back end: RFC 6761 section
+6.3 asks name-resolution libraries to answer them with the loopback address
+themselves, and doing so also avoids a real cost: on a host whose ``/etc/hosts`` maps
+``localhost`` to ``127.0.0.1`` only, an ``AF_INET6`` lookup falls through to DNS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import os
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ._addresses import AddrInfoType, _is_int
+
+__all__ = [
+    "Resolver",
+    "ResolverPoolSettings",
+    "configure_resolver_pool",
+    "getaddrinfo_resolver",
+]
+
+DEFAULT_MAX_THREADS = 64
+"""Enough for 64 slow lookups at once; the 65th waits for a thread to come free."""
+DEFAULT_IDLE_TIMEOUT = 10.0
+"""Seconds a pool thread waits for work before it ends."""
+
+
+class Resolver(Protocol):
+    """A family-specific lookup: ``await resolver(host, port, family)``.
+
+    It returns the addr_infos of *host* for *family* (``AF_INET6`` or ``AF_INET``),
+    with IP-literal sockaddrs and *port* filled in, and raises :class:`OSError`
+    (:class:`socket.gaierror` is one) when the name has no such address. Anything
+    can sit behind it: aiodns, a zeroconf cache, a dictionary.
+    """
+
+    def __call__(self, host: str, port: int, family: int) -> Awaitable[list[AddrInfoType]]:
+        """Look *host* up for one address family."""
+        ...  # pragma: no cover - a protocol
+
+
+# ---------------------------------------------------------------------------
+# localhost (RFC 6761 section 6.3)
+# ---------------------------------------------------------------------------
+
+_LOOPBACK: dict[int, Callable[[int], AddrInfoType]] = {
+    socket.AF_INET6: lambda port: (
+        socket.AF_INET6,
+        socket.SOCK_STREAM,
+        socket.IPPROTO_TCP,
+        "",
+        ("::1", port, 0, 0),
+    ),
+    socket.AF_INET: lambda port: (
+        socket.AF_INET,
+        socket.SOCK_STREAM,
+        socket.IPPROTO_TCP,
+        "",
+        ("127.0.0.1", port),
+    ),
+}
+
+
+def is_localhost(host: str) -> bool:
+    """Whether *host* is ``localhost`` or a name under it (any case, trailing dot allowed)."""
+    name = host.removesuffix(".").lower()
+    return name == "localhost" or name.endswith(".localhost")
+
+
+def localhost_addr_infos(host: str, port: int, family: int) -> list[AddrInfoType] | None:
+    """The loopback answer for a ``localhost`` name (RFC 6761 s. 6.3), or ``None``.
+
+    ``AF_UNSPEC`` (not a family :func:`happydial.connect` asks for, but a resolver
+    may be called directly) gets both, IPv6 first as RFC 6724's default policy orders
+    them.
+    """
+    if not is_localhost(host):
+        return None
+    families = (socket.AF_INET6, socket.AF_INET) if family == socket.AF_UNSPEC else (family,)
+    return [_LOOPBACK[f](port) for f in families if f in _LOOPBACK]
+
+
+# ---------------------------------------------------------------------------
+# The thread pool
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolverPoolSettings:
+    """How the default resolver's thread pool is sized.
+
+    Attributes:
+        max_threads: The most lookups that run at once; more wait in a queue.
+        idle_timeout: Seconds a thread waits for work before it ends (0: at once).
+    """
+
+    max_threads: int = DEFAULT_MAX_THREADS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+
+
+class _Worker:
+    """One pool thread's mailbox: the job handed to it while it waited."""
+
+    __slots__ = ("job", "wake")
+
+    def __init__(self, job: Callable[[], None] | None) -> None:
+        self.job = job
+        self.wake = threading.Event()
+
+
+class _Pool:
+    """Daemon threads started on demand up to a cap, each ending after an idle spell.
+
+    Every hand-over happens under one lock: a job goes to an idle thread (set in its
+    mailbox, then woken), else to a new thread while under the cap, else to the queue,
+    which a thread empties before it goes idle. A thread that wakes from its idle wait
+    with nothing in its mailbox is still on the idle list (nobody could hand it a job
+    without taking it off), so it removes itself and ends: no job is ever stranded.
+    """
+
+    def __init__(self, settings: ResolverPoolSettings) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.queue: collections.deque[Callable[[], None]] = collections.deque()
+        self.idle: list[_Worker] = []
+        self.threads: set[threading.Thread] = set()
+        self.started = 0  # threads started over the pool's life (for tests and bench/)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self.lock:
+            if self.idle:
+                worker = self.idle.pop()
+                worker.job = job
+                worker.wake.set()
+            elif len(self.threads) < self.settings.max_threads:
+                self.started += 1
+                thread = threading.Thread(
+                    target=self._work,
+                    args=(_Worker(job),),
+                    name=f"happydial-resolver-{self.started}",
+                    daemon=True,
+                )
+                self.threads.add(thread)
+                thread.start()
+            else:
+                self.queue.append(job)
+
+    def _work(self, worker: _Worker) -> None:
+        while True:
+            job, worker.job = worker.job, None
+            if job is not None:
+                job()
+            with self.lock:
+                if len(self.threads) > self.settings.max_threads:
+                    self.threads.discard(threading.current_thread())
+                    return  # the cap was lowered: the others drain the queue
+                if self.queue:
+                    worker.job = self.queue.popleft()
+                    continue
+                worker.wake.clear()
+                self.idle.append(worker)
+                timeout = self.settings.idle_timeout
+            worker.wake.wait(timeout)
+            with self.lock:
+                if worker.job is None:  # nobody handed it a job: it is still on the list
+                    self.idle.remove(worker)
+                    self.threads.discard(threading.current_thread())
+                    return
+
+
+_pool = _Pool(ResolverPoolSettings())
+
+
+def _after_fork_in_child() -> None:
+    # The child has only the thread that forked: the parent's pool threads do not
+    # exist here, and its lock may have been held by one of them. Start afresh.
+    global _pool  # noqa: PLW0603 - the process-wide pool is replaced, never mutated from outside
+    _pool = _Pool(_pool.settings)
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX; Windows cannot fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_UNCHANGED: Any = object()
+
+
+def configure_resolver_pool(
+    *, max_threads: int = _UNCHANGED, idle_timeout: float = _UNCHANGED
+) -> ResolverPoolSettings:
+    """Size the thread pool of :func:`happydial.getaddrinfo_resolver`; return the settings.
+
+    The pool is process-wide and starts no thread until the first lookup. A smaller
+    cap lets running lookups finish (threads above it end when they next go idle);
+    a new idle timeout applies from each thread's next wait. Called with no
+    argument, it only returns the current settings.
+
+    Args:
+        max_threads: The most ``getaddrinfo`` calls running at once, at least 1
+            (default 64). Each slow lookup holds a thread for its whole duration, so
+            this bounds how many slow names resolve in parallel.
+        idle_timeout: Seconds a thread waits for another lookup before it ends
+            (default 10; 0 ends it as soon as the queue is empty).
+
+    Returns:
+        The settings now in force.
+
+    Raises:
+        TypeError: An argument is not a number.
+        ValueError: *max_threads* is below 1, or *idle_timeout* negative or not finite.
+    """
+    settings = _pool.settings
+    if max_threads is not _UNCHANGED:
+        if not _is_int(max_threads):
+            raise TypeError(f"max_threads must be an int, got {max_threads!r}")
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, got {max_threads!r}")
+        settings = ResolverPoolSettings(int(max_threads), settings.idle_timeout)
+    if idle_timeout is not _UNCHANGED:
+        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
+            raise TypeError(f"idle_timeout must be a number of seconds, got {idle_timeout!r}")
+        if not math.isfinite(idle_timeout) or idle_timeout < 0:
+            raise ValueError(f"idle_timeout must be finite and >= 0, got {idle_timeout!r}")
+        settings = ResolverPoolSettings(settings.max_threads, float(idle_timeout))
+    with _pool.lock:
+        _pool.settings = settings
+    return settings
+
+
+# ---------------------------------------------------------------------------
+# The default resolver
+# ---------------------------------------------------------------------------
+
+
+async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrInfoType]:
+    """The default resolver: the C library's ``getaddrinfo``, on happydial's thread pool.
+
+    ``localhost`` and names under it are answered with the loopback address of
+    *family* without any lookup (RFC 6761 section 6.3). Other names go to
+    ``getaddrinfo`` on a pool of daemon threads (see
+    :func:`happydial.configure_resolver_pool`), not the loop's executor, so an
+    abandoned lookup never delays the caller, the loop's shutdown or the program's
+    exit; its answer is dropped when it comes.
+    """
+    local = localhost_addr_infos(host, port, family)
+    if local is not None:
+        return local
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
+
+    def lookup() -> None:
+        if answer.done():
+            return  # abandoned while queued: do not spend a C call on it
+        try:
+            result: Any = socket.getaddrinfo(
+                host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP
+            )
+            error = None
+        except OSError as exc:
+            result, error = None, exc
+        # RuntimeError: the loop closed while we were looking up; nobody is waiting.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_deliver, answer, result, error)
+
+    _pool.submit(lookup)
+    return await answer
+
+
+def _deliver(
+    answer: asyncio.Future[list[AddrInfoType]], result: Any, error: OSError | None
+) -> None:
+    if answer.done():
+        return  # abandoned: the race was won (or cancelled) without this answer
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(result)
