@@ -18,7 +18,6 @@ import asyncio
 import ipaddress
 import os
 import socket
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -99,7 +98,8 @@ class AiodnsResolver:
     looks in the hosts file, then asks DNS, as ``hosts: files dns`` in
     ``nsswitch.conf`` would), so no thread waits on a lookup; pycares 5 does run one
     event thread of its own per channel. One channel is made per event loop, on first
-    use, because aiodns binds a channel to a loop. Close the resolver (``await
+    use, because aiodns binds a channel to a loop; the channel of a closed loop is
+    closed when the next loop's is made. Close the resolver (``await
     resolver.close()``, or ``async with``) to release the channels.
 
     Args:
@@ -133,17 +133,19 @@ class AiodnsResolver:
             self._options["timeout"] = timeout
         if tries is not None:
             self._options["tries"] = tries
-        self._channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiodns.DNSResolver] = (
-            weakref.WeakKeyDictionary()
-        )
+        # aiodns binds a channel to a loop (and holds it): one per loop, those of closed
+        # loops closed when the next loop comes (or by close()).
+        self._channels: dict[asyncio.AbstractEventLoop, aiodns.DNSResolver] = {}
         self._closed = False
 
-    def _channel(self) -> aiodns.DNSResolver:
+    async def _channel(self) -> aiodns.DNSResolver:
         if self._closed:
             raise RuntimeError("this AiodnsResolver is closed")
         loop = asyncio.get_running_loop()
         channel = self._channels.get(loop)
         if channel is None:
+            for old in [old for old in self._channels if old.is_closed()]:
+                await self._channels.pop(old).close()
             channel = self._aiodns.DNSResolver(loop=loop, **self._options)
             self._channels[loop] = channel
         return channel
@@ -154,7 +156,7 @@ class AiodnsResolver:
         local = localhost_addr_infos(host, port, family)
         if local is not None:
             return local
-        channel = self._channel()
+        channel = await self._channel()
         try:
             result = await channel.getaddrinfo(
                 host, family=socket.AddressFamily(family), port=port, type=socket.SOCK_STREAM

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import math
 import os
 import socket
@@ -92,7 +93,7 @@ def is_localhost(host: str) -> bool:
 
 
 def localhost_addr_infos(host: str, port: int, family: int) -> list[AddrInfoType] | None:
-    """The loopback answer for a ``localhost`` name (RFC 6761 s. 6.3), or ``None``.
+    """The loopback answer for a ``localhost`` name (RFC 6761 s. 6.3), else ``None``.
 
     ``AF_UNSPEC`` (not a family :func:`happydial.connect` asks for, but a resolver
     may be called directly) gets both, IPv6 first as RFC 6724's default policy orders
@@ -100,8 +101,10 @@ def localhost_addr_infos(host: str, port: int, family: int) -> list[AddrInfoType
     """
     if not is_localhost(host):
         return None
-    families = (socket.AF_INET6, socket.AF_INET) if family == socket.AF_UNSPEC else (family,)
-    return [_LOOPBACK[f](port) for f in families if f in _LOOPBACK]
+    if family == socket.AF_UNSPEC:
+        return [_LOOPBACK[socket.AF_INET6](port), _LOOPBACK[socket.AF_INET](port)]
+    make = _LOOPBACK.get(family)
+    return None if make is None else [make(port)]  # another family: the back end's error
 
 
 # ---------------------------------------------------------------------------
@@ -122,12 +125,18 @@ class ResolverPoolSettings:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
 
+Delivery = Callable[[], None]
+"""What a job returns: the hand-back of its answer, run once its thread is free again."""
+Job = Callable[[], Delivery | None]
+"""The blocking part of a lookup, run on a pool thread."""
+
+
 class _Worker:
     """One pool thread's mailbox: the job handed to it while it waited."""
 
     __slots__ = ("job", "wake")
 
-    def __init__(self, job: Callable[[], None] | None) -> None:
+    def __init__(self, job: Job | None) -> None:
         self.job = job
         self.wake = threading.Event()
 
@@ -135,28 +144,36 @@ class _Worker:
 class _Pool:
     """Daemon threads started on demand up to a cap, each ending after an idle spell.
 
-    Every hand-over happens under one lock: a job goes to an idle thread (set in its
-    mailbox, then woken), else to a new thread while under the cap, else to the queue,
-    which a thread empties before it goes idle. A thread that wakes from its idle wait
-    with nothing in its mailbox is still on the idle list (nobody could hand it a job
-    without taking it off), so it removes itself and ends: no job is ever stranded.
+    Every hand-over happens under one lock. A new job goes to an idle thread (set in
+    its mailbox, then woken); else to the queue if a thread is *finishing* (its C call
+    returned, it is handing the answer back and will look at the queue next: without
+    this, a caller that looks up again as soon as it has its answer, before the thread
+    is idle, would start a second thread for nothing); else to a new thread while under
+    the cap; else to the queue. A thread empties the queue before it goes idle. One that
+    wakes from its idle wait with nothing in its mailbox is still on the idle list
+    (nobody could hand it a job without taking it off), so it removes itself and ends:
+    no job is ever stranded.
     """
 
     def __init__(self, settings: ResolverPoolSettings) -> None:
         self.settings = settings
         self.lock = threading.Lock()
-        self.queue: collections.deque[Callable[[], None]] = collections.deque()
+        self.queue: collections.deque[Job] = collections.deque()
         self.idle: list[_Worker] = []
         self.threads: set[threading.Thread] = set()
+        self.finishing = 0
         self.started = 0  # threads started over the pool's life (for tests and bench/)
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Job) -> None:
+        """Run *job* on a pool thread, at once if one is free or may start, else later."""
         with self.lock:
             if self.idle:
                 worker = self.idle.pop()
                 worker.job = job
                 worker.wake.set()
-            elif len(self.threads) < self.settings.max_threads:
+            elif self.finishing > len(self.queue) or len(self.threads) >= self.settings.max_threads:
+                self.queue.append(job)
+            else:
                 self.started += 1
                 thread = threading.Thread(
                     target=self._work,
@@ -166,30 +183,37 @@ class _Pool:
                 )
                 self.threads.add(thread)
                 thread.start()
-            else:
-                self.queue.append(job)
 
     def _work(self, worker: _Worker) -> None:
-        while True:
-            job, worker.job = worker.job, None
-            if job is not None:
-                job()
-            with self.lock:
-                if len(self.threads) > self.settings.max_threads:
-                    self.threads.discard(threading.current_thread())
-                    return  # the cap was lowered: the others drain the queue
-                if self.queue:
-                    worker.job = self.queue.popleft()
-                    continue
-                worker.wake.clear()
-                self.idle.append(worker)
-                timeout = self.settings.idle_timeout
-            worker.wake.wait(timeout)
-            with self.lock:
-                if worker.job is None:  # nobody handed it a job: it is still on the list
-                    self.idle.remove(worker)
-                    self.threads.discard(threading.current_thread())
-                    return
+        job = worker.job
+        while job is not None:
+            deliver = job()
+            if deliver is not None:
+                with self.lock:
+                    self.finishing += 1
+                deliver()
+            job = self._next(worker, finishing=deliver is not None)
+
+    def _next(self, worker: _Worker, *, finishing: bool) -> Job | None:
+        """The thread's next job: queued, or handed over while idle; ``None``: end."""
+        with self.lock:
+            self.finishing -= finishing
+            if self.queue:
+                return self.queue.popleft()
+            if len(self.threads) > self.settings.max_threads:
+                self.threads.discard(threading.current_thread())
+                return None  # the cap was lowered: end
+            worker.job = None
+            worker.wake.clear()
+            self.idle.append(worker)
+            timeout = self.settings.idle_timeout
+        worker.wake.wait(timeout)
+        with self.lock:
+            job = worker.job
+            if job is None:  # nobody handed it a job, so it is still on the idle list
+                self.idle.remove(worker)
+                self.threads.discard(threading.current_thread())
+            return job
 
 
 _pool = _Pool(ResolverPoolSettings())
@@ -272,26 +296,37 @@ async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrIn
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
 
-    def lookup() -> None:
+    def lookup() -> Delivery | None:
         if answer.done():
-            return  # abandoned while queued: do not spend a C call on it
+            return None  # abandoned while queued: do not spend a C call on it
         try:
             result: Any = socket.getaddrinfo(
                 host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP
             )
             error = None
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the caller gets it
+            # Not only OSError: an invalid name (``"a..b"``) raises UnicodeError.
             result, error = None, exc
-        # RuntimeError: the loop closed while we were looking up; nobody is waiting.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_deliver, answer, result, error)
+        return functools.partial(_post, loop, answer, result, error)
 
     _pool.submit(lookup)
     return await answer
 
 
+def _post(
+    loop: asyncio.AbstractEventLoop,
+    answer: asyncio.Future[list[AddrInfoType]],
+    result: Any,
+    error: Exception | None,
+) -> None:
+    """Hand an answer to its loop, from a pool thread."""
+    # RuntimeError: the loop closed while we were looking up; nobody is waiting.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_deliver, answer, result, error)
+
+
 def _deliver(
-    answer: asyncio.Future[list[AddrInfoType]], result: Any, error: OSError | None
+    answer: asyncio.Future[list[AddrInfoType]], result: Any, error: Exception | None
 ) -> None:
     if answer.done():
         return  # abandoned: the race was won (or cancelled) without this answer
