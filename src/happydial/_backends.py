@@ -106,7 +106,7 @@ class AiodnsResolver:
         nameservers: DNS servers to ask instead of ``/etc/resolv.conf``'s.
         timeout: Seconds c-ares waits for one server's answer before it tries again.
         tries: How many times c-ares asks each server.
-        **options: Further keyword arguments for :class:`aiodns.DNSResolver`
+        **options: Further keyword arguments for ``aiodns.DNSResolver``
             (``pycares.Channel`` options such as ``rotate`` or ``udp_port``).
 
     Raises:
@@ -279,7 +279,7 @@ class DnspythonResolver:
     systemd-resolved's ``resolve``) are not consulted.
 
     Args:
-        resolver: A configured :class:`dns.asyncresolver.Resolver` (name servers,
+        resolver: A configured ``dns.asyncresolver.Resolver`` (name servers,
             timeouts, cache); default: one made from ``/etc/resolv.conf``.
         hosts_file: The hosts file to look in first, or ``None`` for DNS only.
         search: Whether to apply ``resolv.conf``'s search list (dnspython's default
