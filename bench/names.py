@@ -56,7 +56,7 @@ class Sizes:
 
 
 def sizes(cfg: Config) -> Sizes:
-    return Sizes(20, 50, 10, 1) if cfg.quick else Sizes(1_000, 2_000, 300, 3)
+    return Sizes(cfg.names_seq, cfg.names_conc, cfg.names_slow, cfg.names_rounds)
 
 
 def available() -> list[str]:

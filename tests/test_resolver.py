@@ -271,6 +271,83 @@ def test_pool_grows_to_the_cap_then_queues(
     assert pool.started == 2
 
 
+def test_slow_lookups_grow_the_pool_past_the_eager_threads(
+    run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
+) -> None:
+    pool.settings = ResolverPoolSettings(max_threads=12, idle_timeout=60.0)
+    gates = [fake.gate(f"slow{i}.test") for i in range(14)]
+
+    async def main() -> None:
+        lookups = [
+            asyncio.ensure_future(getaddrinfo_resolver(f"slow{i}.test", 80, V4)) for i in range(14)
+        ]
+        await async_wait_until(lambda: len(fake.calls) >= _resolver.EAGER_THREADS, "eager")
+        # None finishes: after SLOW seconds the grower starts threads for the waiting
+        # lookups, up to the cap, which counts the grower itself.
+        await async_wait_until(lambda: len(fake.calls) == 11, "the grower")
+        assert pool.started == 11
+        assert len(pool.queue) == 3
+        assert pool.grower is not None
+        assert pool.grower.name == "happydial-resolver-grower"
+        for gate in gates:
+            gate.set()
+        await asyncio.gather(*lookups)
+
+    run(main)
+    assert fake.most_running == 11
+    wait_until(lambda: pool.grower is None, "the grower to end with the queue empty")
+
+
+def test_the_grower_starts_threads_only_when_nothing_finishes(pool: _resolver._Pool) -> None:
+    pool.settings = ResolverPoolSettings(max_threads=10, idle_timeout=60.0)
+    ran = threading.Semaphore(0)
+
+    def job() -> None:
+        ran.release()
+
+    pool.queue.extend([job] * 4)
+    assert pool.grow_once(pool.progress + _resolver.SLOW / 2) is True  # recent progress
+    assert pool.started == 0
+    assert len(pool.queue) == 4
+    busy = {threading.Thread() for _ in range(7)}  # stand-ins: 7 running, 3 places left
+    pool.threads |= busy
+    try:
+        assert pool.grow_once(pool.progress + 2 * _resolver.SLOW) is True
+        assert pool.started == 3
+        assert len(pool.queue) == 1
+        for _ in range(3):
+            assert ran.acquire(timeout=PATIENCE)
+    finally:
+        pool.threads -= busy
+    pool.queue.clear()
+    pool.grower = threading.current_thread()
+    assert pool.grow_once(pool.progress) is False  # the queue is empty: the grower ends
+    assert pool.grower is None
+
+
+def test_no_grower_while_one_runs_or_at_the_cap(
+    run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
+) -> None:
+    pool.settings = ResolverPoolSettings(max_threads=_resolver.EAGER_THREADS + 1, idle_timeout=60)
+    gates = [fake.gate(f"slow{i}.test") for i in range(_resolver.EAGER_THREADS + 2)]
+
+    async def main() -> None:
+        lookups = [
+            asyncio.ensure_future(getaddrinfo_resolver(f"slow{i}.test", 80, V4))
+            for i in range(len(gates))
+        ]
+        await async_wait_until(lambda: len(fake.calls) == _resolver.EAGER_THREADS, "eager")
+        # One place left under the cap: a grower would take it and have none to give.
+        assert pool.grower is None
+        assert len(pool.queue) == 2
+        for gate in gates:
+            gate.set()
+        await asyncio.gather(*lookups)
+
+    run(main)
+    assert pool.started == _resolver.EAGER_THREADS
+
+
 def test_an_idle_thread_takes_the_next_lookup(
     run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
 ) -> None:

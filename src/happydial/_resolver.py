@@ -31,6 +31,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,6 +49,10 @@ DEFAULT_MAX_THREADS = 64
 """Enough for 64 slow lookups at once; the 65th waits for a thread to come free."""
 DEFAULT_IDLE_TIMEOUT = 10.0
 """Seconds a pool thread waits for work before it ends."""
+EAGER_THREADS = 8
+"""Threads started as soon as lookups would wait; more only when lookups are slow."""
+SLOW = 0.02
+"""Seconds without a finished lookup, while others wait, after which the pool grows."""
 
 
 class Resolver(Protocol):
@@ -117,7 +122,8 @@ class ResolverPoolSettings:
     """How the default resolver's thread pool is sized.
 
     Attributes:
-        max_threads: The most lookups that run at once; more wait in a queue.
+        max_threads: The most threads, so the most lookups that run at once; more wait
+            in a queue.
         idle_timeout: Seconds a thread waits for work before it ends (0: at once).
     """
 
@@ -148,11 +154,19 @@ class _Pool:
     its mailbox, then woken); else to the queue if a thread is *finishing* (its C call
     returned, it is handing the answer back and will look at the queue next: without
     this, a caller that looks up again as soon as it has its answer, before the thread
-    is idle, would start a second thread for nothing); else to a new thread while under
-    the cap; else to the queue. A thread empties the queue before it goes idle. One that
-    wakes from its idle wait with nothing in its mailbox is still on the idle list
-    (nobody could hand it a job without taking it off), so it removes itself and ends:
-    no job is ever stranded.
+    is idle, would start a second thread for nothing); else to a new thread while
+    fewer than :data:`EAGER_THREADS` run; else to the queue.
+
+    Beyond the eager few, threads start only when lookups are *slow*: a busy thread
+    costs nothing while its lookup waits on the network, but dozens of threads taking
+    turns at the GIL to answer fast lookups (``/etc/hosts``) cost CPU for no gain. So
+    while lookups wait, a *grower* thread looks every :data:`SLOW` seconds, and if no
+    lookup has finished meanwhile, starts a thread for every waiting one, up to the cap
+    (which counts the grower). It ends when the queue is empty.
+
+    A thread empties the queue before it goes idle. One that wakes from its idle wait
+    with nothing in its mailbox is still on the idle list (nobody could hand it a job
+    without taking it off), so it removes itself and ends: no job is ever stranded.
     """
 
     def __init__(self, settings: ResolverPoolSettings) -> None:
@@ -162,7 +176,9 @@ class _Pool:
         self.idle: list[_Worker] = []
         self.threads: set[threading.Thread] = set()
         self.finishing = 0
-        self.started = 0  # threads started over the pool's life (for tests and bench/)
+        self.progress = time.monotonic()  # when a lookup last finished
+        self.grower: threading.Thread | None = None
+        self.started = 0  # workers started over the pool's life (for tests and bench/)
 
     def submit(self, job: Job) -> None:
         """Run *job* on a pool thread, at once if one is free or may start, else later."""
@@ -171,18 +187,44 @@ class _Pool:
                 worker = self.idle.pop()
                 worker.job = job
                 worker.wake.set()
-            elif self.finishing > len(self.queue) or len(self.threads) >= self.settings.max_threads:
+            elif self.finishing > len(self.queue):
                 self.queue.append(job)
+            elif len(self.threads) < min(self.settings.max_threads, EAGER_THREADS):
+                self._start_worker(job)
             else:
-                self.started += 1
-                thread = threading.Thread(
-                    target=self._work,
-                    args=(_Worker(job),),
-                    name=f"happydial-resolver-{self.started}",
-                    daemon=True,
-                )
-                self.threads.add(thread)
-                thread.start()
+                self.queue.append(job)
+                if self.grower is None and len(self.threads) < self.settings.max_threads - 1:
+                    self.grower = self._start(self._grow, "happydial-resolver-grower")
+
+    def _start(self, target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self.threads.add(thread)
+        thread.start()
+        return thread
+
+    def _start_worker(self, job: Job) -> None:
+        self.started += 1
+        name = f"happydial-resolver-{self.started}"
+        self._start(functools.partial(self._work, _Worker(job)), name)
+
+    def _grow(self) -> None:
+        while True:
+            time.sleep(SLOW)
+            if not self.grow_once(time.monotonic()):
+                return
+
+    def grow_once(self, now: float) -> bool:
+        """One look of the grower at time *now*; ``False``: the queue is empty, it ended."""
+        with self.lock:
+            if not self.queue:
+                self.grower = None
+                self.threads.discard(threading.current_thread())
+                return False
+            if now - self.progress >= SLOW:  # waiting lookups, and none finishing
+                room = self.settings.max_threads - len(self.threads)
+                for _ in range(min(room, len(self.queue))):
+                    self._start_worker(self.queue.popleft())
+            return True
 
     def _work(self, worker: _Worker) -> None:
         job = worker.job
@@ -198,6 +240,7 @@ class _Pool:
         """The thread's next job: queued, or handed over while idle; ``None``: end."""
         with self.lock:
             self.finishing -= finishing
+            self.progress = time.monotonic()
             if self.queue:
                 return self.queue.popleft()
             if len(self.threads) > self.settings.max_threads:
@@ -238,7 +281,9 @@ def configure_resolver_pool(
 ) -> ResolverPoolSettings:
     """Size the thread pool of :func:`happydial.getaddrinfo_resolver`; return the settings.
 
-    The pool is process-wide and starts no thread until the first lookup. A smaller
+    The pool is process-wide and starts no thread until the first lookup. Up to 8
+    threads start as lookups come; more, up to *max_threads*, only when lookups are
+    slow (some wait and none has finished for 20 ms). A smaller
     cap lets running lookups finish (threads above it end when they next go idle);
     a new idle timeout applies from each thread's next wait. Called with no
     argument, it only returns the current settings.
