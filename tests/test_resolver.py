@@ -109,6 +109,19 @@ class FakeGetaddrinfo:
     def hosts(self) -> list[str]:
         return [call[0] for call in self.calls]
 
+    def start_slow(self, count: int) -> list[asyncio.Future[Any]]:
+        """Start *count* lookups of ``slow<i>.test`` that block until :meth:`release`."""
+        for i in range(count):
+            self.gate(f"slow{i}.test")
+        return [
+            asyncio.ensure_future(getaddrinfo_resolver(f"slow{i}.test", 80, V4))
+            for i in range(count)
+        ]
+
+    def release(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
+
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeGetaddrinfo:
@@ -251,17 +264,14 @@ def test_pool_grows_to_the_cap_then_queues(
     run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
 ) -> None:
     pool.settings = ResolverPoolSettings(max_threads=2, idle_timeout=60.0)
-    gates = [fake.gate(f"slow{i}.test") for i in range(5)]
+    count = 5
 
     async def main() -> None:
-        lookups = [
-            asyncio.ensure_future(getaddrinfo_resolver(f"slow{i}.test", 80, V4)) for i in range(5)
-        ]
+        lookups = fake.start_slow(count)
         await async_wait_until(lambda: len(fake.calls) == 2, "two lookups running")
         assert len(pool.threads) == 2
         assert len(pool.queue) == 3
-        for gate in gates:
-            gate.set()
+        fake.release()
         answers = await asyncio.gather(*lookups)
         assert answers == [[(V4, *TCP, ("192.0.2.1", 80))]] * 5
 
@@ -275,12 +285,10 @@ def test_slow_lookups_grow_the_pool_past_the_eager_threads(
     run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
 ) -> None:
     pool.settings = ResolverPoolSettings(max_threads=12, idle_timeout=60.0)
-    gates = [fake.gate(f"slow{i}.test") for i in range(14)]
+    count = 14
 
     async def main() -> None:
-        lookups = [
-            asyncio.ensure_future(getaddrinfo_resolver(f"slow{i}.test", 80, V4)) for i in range(14)
-        ]
+        lookups = fake.start_slow(count)
         await async_wait_until(lambda: len(fake.calls) >= _resolver.EAGER_THREADS, "eager")
         # None finishes: after SLOW seconds the grower starts threads for the waiting
         # lookups, up to the cap, which counts the grower itself.
@@ -289,8 +297,7 @@ def test_slow_lookups_grow_the_pool_past_the_eager_threads(
         assert len(pool.queue) == 3
         assert pool.grower is not None
         assert pool.grower.name == "happydial-resolver-grower"
-        for gate in gates:
-            gate.set()
+        fake.release()
         await asyncio.gather(*lookups)
 
     run(main)
@@ -329,19 +336,15 @@ def test_no_grower_while_one_runs_or_at_the_cap(
     run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
 ) -> None:
     pool.settings = ResolverPoolSettings(max_threads=_resolver.EAGER_THREADS + 1, idle_timeout=60)
-    gates = [fake.gate(f"slow{i}.test") for i in range(_resolver.EAGER_THREADS + 2)]
+    count = _resolver.EAGER_THREADS + 2
 
     async def main() -> None:
-        lookups = [
-            asyncio.ensure_future(getaddrinfo_resolver(f"slow{i}.test", 80, V4))
-            for i in range(len(gates))
-        ]
+        lookups = fake.start_slow(count)
         await async_wait_until(lambda: len(fake.calls) == _resolver.EAGER_THREADS, "eager")
         # One place left under the cap: a grower would take it and have none to give.
         assert pool.grower is None
         assert len(pool.queue) == 2
-        for gate in gates:
-            gate.set()
+        fake.release()
         await asyncio.gather(*lookups)
 
     run(main)
@@ -380,16 +383,13 @@ def test_idle_threads_end_after_the_idle_timeout(
 def test_lowering_the_cap_ends_the_extra_threads(
     run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
 ) -> None:
-    gates = [fake.gate(f"slow{i}.test") for i in range(3)]
+    count = 3
 
     async def main() -> None:
-        lookups = [
-            asyncio.ensure_future(getaddrinfo_resolver(f"slow{i}.test", 80, V4)) for i in range(3)
-        ]
+        lookups = fake.start_slow(count)
         await async_wait_until(lambda: len(fake.calls) == 3, "three lookups running")
         configure_resolver_pool(max_threads=1)
-        for gate in gates:
-            gate.set()
+        fake.release()
         await asyncio.gather(*lookups)
 
     run(main)
