@@ -449,6 +449,28 @@ def test_an_answer_after_the_loop_closed_is_dropped(
     assert thread.is_alive(), "the loop's RuntimeError did not kill the thread"
 
 
+def test_answers_arriving_together_wake_the_loop_once() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        mailbox = _resolver._Mailbox()
+        first, second, dropped = (loop.create_future() for _ in range(3))
+        dropped.cancel()
+        error = socket.gaierror(socket.EAI_NONAME, "no")
+        mailbox.post(first, [LOOP4], None)
+        mailbox.post(second, None, error)
+        mailbox.post(dropped, [LOOP6], None)
+        assert len(loop._ready) == 1  # type: ignore[attr-defined]
+        loop.run_until_complete(asyncio.sleep(0))
+        assert first.result() == [LOOP4]
+        assert second.exception() is error
+        assert mailbox.answers == []
+    finally:
+        loop.close()
+    late = loop.create_future()
+    mailbox.post(late, [LOOP4], None)  # the loop is closed: dropped, nothing kept
+    assert mailbox.answers == []
+
+
 def test_errors_of_any_type_reach_the_caller(
     run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
 ) -> None:

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import math
 import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -339,6 +339,9 @@ async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrIn
     if local is not None:
         return local
     loop = asyncio.get_running_loop()
+    mailbox = _mailboxes.get(loop)
+    if mailbox is None:
+        mailbox = _mailboxes[loop] = _Mailbox()
     answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
 
     def lookup() -> Delivery | None:
@@ -352,30 +355,51 @@ async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrIn
         except Exception as exc:  # noqa: BLE001 - whatever it is, the caller gets it
             # Not only OSError: an invalid name (``"a..b"``) raises UnicodeError.
             result, error = None, exc
-        return functools.partial(_post, loop, answer, result, error)
+        return functools.partial(mailbox.post, answer, result, error)
 
     _pool.submit(lookup)
     return await answer
 
 
-def _post(
-    loop: asyncio.AbstractEventLoop,
-    answer: asyncio.Future[list[AddrInfoType]],
-    result: Any,
-    error: Exception | None,
-) -> None:
-    """Hand an answer to its loop, from a pool thread."""
-    # RuntimeError: the loop closed while we were looking up; nobody is waiting.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_deliver, answer, result, error)
+class _Mailbox:
+    """Answers on their way from pool threads to one event loop, handed over in batches.
+
+    Waking a loop from another thread costs a write to its self-pipe and a turn of the
+    loop; when many lookups finish together (a burst of connections), one wake-up
+    delivers every answer that arrived before the loop got to it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.answers: list[tuple[asyncio.Future[list[AddrInfoType]], Any, Any]] = []
+
+    def post(
+        self, answer: asyncio.Future[list[AddrInfoType]], result: Any, error: Exception | None
+    ) -> None:
+        """From a pool thread: queue an answer, and wake the loop if none was queued."""
+        with self.lock:
+            self.answers.append((answer, result, error))
+            if len(self.answers) > 1:
+                return  # the loop is already called to deliver
+        try:
+            answer.get_loop().call_soon_threadsafe(self.deliver)
+        except RuntimeError:  # the loop closed while we were looking up: nobody waits
+            with self.lock:
+                self.answers.clear()
+
+    def deliver(self) -> None:
+        """On the loop: hand every queued answer to its caller."""
+        with self.lock:
+            answers, self.answers = self.answers, []
+        for answer, result, error in answers:
+            if answer.done():
+                continue  # abandoned: the race was won (or cancelled) without this answer
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(result)
 
 
-def _deliver(
-    answer: asyncio.Future[list[AddrInfoType]], result: Any, error: Exception | None
-) -> None:
-    if answer.done():
-        return  # abandoned: the race was won (or cancelled) without this answer
-    if error is not None:
-        answer.set_exception(error)
-    else:
-        answer.set_result(result)
+_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
+    weakref.WeakKeyDictionary()
+)
