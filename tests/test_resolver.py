@@ -136,7 +136,7 @@ def stop_pool(pool: _resolver._Pool) -> None:
         pool.settings = ResolverPoolSettings(pool.settings.max_threads, 0.0)
         threads = list(pool.threads)
         for worker in pool.idle:
-            worker.wake.set()
+            worker.wake.release()
     for thread in threads:
         thread.join(PATIENCE)
         assert not thread.is_alive(), thread
@@ -447,6 +447,40 @@ def test_an_answer_after_the_loop_closed_is_dropped(
     wait_until(lambda: idle_count(pool) == 1, "the thread to deliver and go idle")
     (thread,) = pool.threads
     assert thread.is_alive(), "the loop's RuntimeError did not kill the thread"
+
+
+def test_a_job_handed_over_just_after_the_idle_timeout_is_taken(pool: _resolver._Pool) -> None:
+    def job() -> None:
+        return None
+
+    class Racing:
+        """A wake lock whose wait times out just as a job is handed over."""
+
+        def __init__(self) -> None:
+            self.released = 0
+            self.acquired: list[float] = []
+
+        def acquire(self, timeout: float = -1) -> bool:
+            self.acquired.append(timeout)
+            if timeout != -1:
+                pool.submit(job)  # the hand-over, after the wait gave up
+                return False
+            return self.released > 0
+
+        def release(self) -> None:
+            self.released += 1
+
+    worker = _resolver._Worker(None)
+    racing = Racing()
+    worker.wake = racing  # type: ignore[assignment]
+    pool.threads.add(threading.current_thread())  # this thread plays the pool thread
+    try:
+        assert pool._next(worker, finishing=False) is job
+    finally:
+        pool.threads.discard(threading.current_thread())
+    assert racing.acquired == [60.0, -1]  # the late release was taken
+    assert racing.released == 1
+    assert pool.idle == []
 
 
 def test_answers_arriving_together_wake_the_loop_once() -> None:

@@ -138,13 +138,19 @@ Job = Callable[[], Delivery | None]
 
 
 class _Worker:
-    """One pool thread's mailbox: the job handed to it while it waited."""
+    """One pool thread's slot: the job handed to it while it waited, and its wake-up.
+
+    ``wake`` is a lock its thread holds while it has no signal (a plain lock is the
+    cheapest thing to block on and release from another thread): a hand-over releases
+    it, the idle wait acquires it.
+    """
 
     __slots__ = ("job", "wake")
 
     def __init__(self, job: Job | None) -> None:
         self.job = job
-        self.wake = threading.Event()
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class _Pool:
@@ -186,7 +192,7 @@ class _Pool:
             if self.idle:
                 worker = self.idle.pop()
                 worker.job = job
-                worker.wake.set()
+                worker.wake.release()
             elif self.finishing > len(self.queue):
                 self.queue.append(job)
             elif len(self.threads) < min(self.settings.max_threads, EAGER_THREADS):
@@ -236,6 +242,12 @@ class _Pool:
                 deliver()
             job = self._next(worker, finishing=deliver is not None)
 
+    def _go_idle(self, worker: _Worker) -> float:
+        """Put *worker* on the idle list (under the lock); how long it may wait there."""
+        worker.job = None
+        self.idle.append(worker)
+        return self.settings.idle_timeout
+
     def _next(self, worker: _Worker, *, finishing: bool) -> Job | None:
         """The thread's next job: queued, or handed over while idle; ``None``: end."""
         with self.lock:
@@ -246,16 +258,17 @@ class _Pool:
             if len(self.threads) > self.settings.max_threads:
                 self.threads.discard(threading.current_thread())
                 return None  # the cap was lowered: end
-            worker.job = None
-            worker.wake.clear()
-            self.idle.append(worker)
-            timeout = self.settings.idle_timeout
-        worker.wake.wait(timeout)
+            timeout = self._go_idle(worker)
+        woken = worker.wake.acquire(timeout=timeout)
         with self.lock:
             job = worker.job
             if job is None:  # nobody handed it a job, so it is still on the idle list
                 self.idle.remove(worker)
                 self.threads.discard(threading.current_thread())
+            elif not woken:
+                # Handed a job between the timeout and this lock: take the release that
+                # came with it, so the wake lock is held again for the next idle wait.
+                worker.wake.acquire()
             return job
 
 
