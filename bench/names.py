@@ -45,6 +45,11 @@ RSS_LIMIT = 1.1
 THREAD_LIMIT = 64
 SLOW_LIMIT = 0.25
 DNS_DELAY = 0.05
+CHART_COLOURS = {
+    "happydial-aiodns": "#5aae61",
+    "happydial-dnspython": "#a6dba0",
+    "asyncio": "#2166ac",
+}
 
 
 @dataclass(frozen=True)
@@ -299,12 +304,21 @@ def run(cfg: Config) -> SectionReport:
         "",
     ]
     targets: list[Target] = []
+    chart: dict[str, dict[str, float]] = {impl: {} for impl in impls}
+    limits: dict[str, float] = {}
     why_not = _no_mount_namespace()
     if why_not:
         text += [f"Local names: skipped (a private /etc/hosts needs {why_not}).", ""]
     else:
         local = measure_local(impls, size)
         targets += _local_targets(local)
+        for name in NAMES:
+            for mode, limit in (("seq", SEQ_LIMIT), ("conc", CONC_LIMIT)):
+                group = f"{mode} {name}"
+                limits[group] = limit
+                peer = _med(local, (name, mode, PEER), "wall")
+                for impl in impls:
+                    chart[impl][group] = _med(local, (name, mode, impl), "wall") / peer
         text += ["**Local names** (loopback listeners):", "", _local_table(local, impls, size), ""]
     slow, why = measure_slow(impls, size)
     if why:
@@ -316,6 +330,8 @@ def run(cfg: Config) -> SectionReport:
             wall = _med(slow, ("slow", "conc", impl), "wall")
             threads = _med(slow, ("slow", "conc", impl), "threads")
             threads -= _med(slow, ("slow", "conc", impl), "base_threads")
+            chart[impl][f"{size.slow_names} slow names"] = wall / base
+            limits[f"{size.slow_names} slow names"] = SLOW_LIMIT
             failed = sum(sum(run["errors"].values()) for run in slow[("slow", "conc", impl)])
             rows.append([impl, f"{wall:.3f}", f"{wall / base:.3f}x", f"{threads:.0f}", str(failed)])
             if impl == "happydial":  # the target is the default resolver's
@@ -342,4 +358,22 @@ def run(cfg: Config) -> SectionReport:
         ]
     if missing:
         text.append(f"Not installed, so not measured: {', '.join(missing)}.")
-    return SectionReport(TITLE, "\n".join(text), targets)
+    charts = []
+    if any(chart.values()):
+        from bench import plot  # matplotlib: only when there is something to draw
+
+        plot.COLOURS.update(CHART_COLOURS)
+        charts.append(
+            plot.grouped_bars(
+                cfg.out / "names.png",
+                chart,
+                title=(
+                    "Connecting by name: wall time vs loop.getaddrinfo + aiohappyeyeballs"
+                    " (local) and asyncio.open_connection (slow names)"
+                ),
+                ylabel="wall time ratio (lower is better)",
+                baseline=1.0,
+                limits=limits,
+            )
+        )
+    return SectionReport(TITLE, "\n".join(text), targets, charts)
