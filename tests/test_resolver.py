@@ -550,13 +550,17 @@ def test_configure_resolver_pool_rejects_bad_values(
 
 
 def test_after_fork_the_child_gets_a_fresh_pool_with_the_same_settings(
-    run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
+    fake: FakeGetaddrinfo, pool: _resolver._Pool
 ) -> None:
     async def main() -> None:
         await getaddrinfo_resolver("warm.test", 80, V4)
 
-    run(main)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    assert loop in _resolver._mailboxes
     _resolver._after_fork_in_child()  # what os.register_at_fork runs in a child
+    assert loop not in _resolver._mailboxes
+    loop.close()
     child_pool = _resolver._pool
     try:
         assert child_pool is not pool

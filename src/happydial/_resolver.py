@@ -277,9 +277,11 @@ _pool = _Pool(ResolverPoolSettings())
 
 def _after_fork_in_child() -> None:
     # The child has only the thread that forked: the parent's pool threads do not
-    # exist here, and its lock may have been held by one of them. Start afresh.
+    # exist here, and the pool's lock, or a mailbox's, may have been held by one of
+    # them. Start afresh; no lookup is in flight in the child.
     global _pool  # noqa: PLW0603 - the process-wide pool is replaced, never mutated from outside
     _pool = _Pool(_pool.settings)
+    _mailboxes.clear()
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX; Windows cannot fork
