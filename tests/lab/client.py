@@ -31,7 +31,8 @@ then has ``steps``: one report per call, each with ``events`` too (the trace as 
 One JSON object on stdout: ``elapsed`` (seconds the call took), ``peer`` (the winner's
 address and port), ``error`` (type, message, notes, the members of its ``__cause__`` group
 and what ``failed_addr_infos`` says), ``cancelled``, ``trace`` (the trace events), and the
-descriptors open in this process before and after the call (the winner closed).
+descriptors open in this process before and after the call (the winner closed; with an
+optional ``resolver``, before it is made and after it is closed).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from typing import Any
 import happydial
 
 Call = Callable[[], Awaitable[Any]]
+SETTLE = 2.0  # seconds an optional resolver's descriptors may take to close
 
 
 def open_fds() -> dict[int, str]:
@@ -192,8 +194,24 @@ async def run(
     spec: dict[str, Any], observe: Callable[[object], None] | None = None
 ) -> dict[str, Any]:
     """Make the call the spec asks for and report how it went."""
-    async with open_resolver(spec.get("resolver")) as resolver:
-        return await run_with(spec, observe, resolver)
+    name = spec.get("resolver")
+    if name in {None, "getaddrinfo"}:
+        async with open_resolver(name) as resolver:
+            return await run_with(spec, observe, resolver)
+    # An optional resolver owns descriptors (c-ares its channel's sockets, which it may
+    # replace during a call): count across its whole life instead, made to closed.
+    before = open_fds()
+    async with open_resolver(name) as resolver:
+        report = await run_with(spec, observe, resolver)
+    after = open_fds()
+    deadline = time.monotonic() + SETTLE
+    while set(after) - set(before) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # pycares destroys a channel on a thread of its own
+        after = open_fds()
+    report["fds_before"] = len(before)
+    report["fds_after"] = len(after)
+    report["leaked"] = [f"{fd} -> {after[fd]}" for fd in sorted(set(after) - set(before))]
+    return report
 
 
 async def run_with(
