@@ -308,9 +308,11 @@ def test_slow_lookups_grow_the_pool_past_the_eager_threads(
 def test_the_grower_starts_threads_only_when_nothing_finishes(pool: _resolver._Pool) -> None:
     pool.settings = ResolverPoolSettings(max_threads=10, idle_timeout=60.0)
     ran = threading.Semaphore(0)
+    go = threading.Event()
 
-    def job() -> None:
+    def job() -> None:  # holds its thread until the test has looked at the queue
         ran.release()
+        go.wait(PATIENCE)
 
     pool.queue.extend([job] * 4)
     assert pool.grow_once(pool.progress + _resolver.SLOW / 2) is True  # recent progress
@@ -324,9 +326,11 @@ def test_the_grower_starts_threads_only_when_nothing_finishes(pool: _resolver._P
         assert len(pool.queue) == 1
         for _ in range(3):
             assert ran.acquire(timeout=PATIENCE)
+        assert len(pool.queue) == 1
+        pool.queue.clear()
     finally:
+        go.set()
         pool.threads -= busy
-    pool.queue.clear()
     pool.grower = threading.current_thread()
     assert pool.grow_once(pool.progress) is False  # the queue is empty: the grower ends
     assert pool.grower is None
