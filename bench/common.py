@@ -37,12 +37,17 @@ class Config:
     # Section 3: the address layer.
     timeit_repeats: int
     timeit_seconds: float
+    # Section 5: host names (sequential and concurrent connects, slow names, rounds).
+    names_seq: int = 1_000
+    names_conc: int = 2_000
+    names_slow: int = 300
+    names_rounds: int = 3
 
     @classmethod
     def make(cls, *, quick: bool, out: Path) -> Config:
         loops = tuple(name for name in ("asyncio", "uvloop") if name in loop_factories())
         if quick:
-            return cls(quick, out, loops, 2, 20, (20,), 0.02, 1, 2, 0.002)
+            return cls(quick, out, loops, 2, 20, (20,), 0.02, 1, 2, 0.002, 20, 50, 10, 1)
         return cls(quick, out, loops, 30, 500, (100, 1_000, 5_000), 0.25, 5, 7, 0.05)
 
 

@@ -510,3 +510,103 @@ def test_history_path_that_never_worked_is_retried_after_cooldown(lab: Lab, loop
     assert_won(cooled, a, RTT_V6)
     assert started(cooled) == [a], show(cooled)
     assert reordered(cooled) is None, show(cooled)
+
+
+# -- the optional resolvers (issue 13): host-name scenarios with aiodns and dnspython ---------
+#
+# The same situations as above, with happydial.AiodnsResolver and happydial.DnspythonResolver
+# asking the lab's DNS server themselves (glibc's getaddrinfo is not involved).
+
+BACKENDS = ["aiodns", "dnspython"]
+
+
+@pytest.mark.parametrize("resolver", BACKENDS)
+@pytest.mark.parametrize(
+    ("scenario", "winner", "ideal"),
+    [
+        ("both-fast", "v6", RTT),
+        ("aaaa-slow", "v4", RESOLUTION_DELAY + RTT),
+        ("a-slow", "v6", RTT),
+        ("aaaa-dead", "v4", DELAY + RTT),
+        ("aaaa-nxdomain", "v4", RTT),
+        ("a-empty", "v6", RTT),
+        ("hosts-file", "v4", DELAY + RTT),
+    ],
+)
+def test_backend_host_name_scenarios(
+    lab: Lab, resolver: str, scenario: str, winner: str, ideal: float
+) -> None:
+    (v6,), (v4,) = lab.allocate(v6=1, v4=1)
+    host = f"{scenario}-{resolver}.lab.test"
+    rules = {v6: DEAD if scenario in {"aaaa-dead", "hosts-file"} else FAST, v4: FAST}
+    zone = dual_stack_zone(
+        host,
+        v6,
+        v4,
+        aaaa={"delay": 2.0} if scenario == "aaaa-slow" else None,
+        a={"delay": 2.0} if scenario == "a-slow" else None,
+    )
+    if scenario == "aaaa-nxdomain":
+        zone[host]["AAAA"] = {"addresses": [], "rcode": "NXDOMAIN"}
+    if scenario == "a-empty":
+        zone[host]["A"] = {"addresses": []}
+    if scenario == "hosts-file":
+        lab.write_hosts({host: [v6, v4]})  # no DNS record: only /etc/hosts knows it
+        zone = {}
+    lab.configure(rules=rules, live=[v6, v4], zone=zone)
+    settle = 2.3 if scenario.endswith("-slow") else 0.0
+    report = connect(lab, "asyncio", host, resolver=resolver, settle_until=settle)
+    assert_won(report, v6 if winner == "v6" else v4, ideal)
+
+
+@pytest.mark.parametrize("resolver", BACKENDS)
+def test_backend_on_uvloop(lab: Lab, resolver: str) -> None:
+    pytest.importorskip("uvloop")
+    (v6,), (v4,) = lab.allocate(v6=1, v4=1)
+    host = f"uvloop-{resolver}.lab.test"
+    lab.configure(rules={v6: FAST, v4: FAST}, live=[v6, v4], zone=dual_stack_zone(host, v6, v4))
+    report = connect(lab, "uvloop", host, resolver=resolver)
+    assert_won(report, v6, RTT)
+
+
+@pytest.mark.parametrize("resolver", BACKENDS)
+@pytest.mark.parametrize("answer", ["NXDOMAIN", "empty"])
+def test_backend_both_families_fail_to_resolve(lab: Lab, resolver: str, answer: str) -> None:
+    host = f"nothing-{answer}-{resolver}.lab.test".lower()
+    failed = {"addresses": []} if answer == "empty" else {"addresses": [], "rcode": answer}
+    lab.configure(zone={host: {"AAAA": failed, "A": failed}})
+    report = connect(lab, "asyncio", host, resolver=resolver)
+    assert report["error"] is not None, show(report)
+    assert "gaierror" in report["error"]["mro"], show(report)
+    assert report["elapsed"] <= MARGIN, show(report)
+    assert_no_leak(report)
+
+
+def test_backends_answer_and_fail_like_getaddrinfo(lab: Lab) -> None:
+    # glibc's getaddrinfo is the oracle: the same addresses, and the same EAI_* codes.
+    (v6,), (v4,) = lab.allocate(v6=1, v4=1)
+    zone: dict[str, dict[str, dict[str, Any]]] = {
+        "oracle-both.lab.test": {"AAAA": {"addresses": [v6]}, "A": {"addresses": [v4]}},
+        "oracle-v4.lab.test": {"A": {"addresses": [v4]}},
+        "oracle-servfail.lab.test": {"A": {"addresses": [], "rcode": "SERVFAIL"}},
+    }
+    zone["oracle-servfail.lab.test"]["AAAA"] = {"addresses": [], "rcode": "SERVFAIL"}
+    lab.configure(zone=zone)
+    lab.write_hosts({"oracle-hosts.lab.test": [v4]})
+    names = [*zone, "oracle-missing.lab.test", "oracle-hosts.lab.test", "localhost"]
+    results = {}
+    for resolver in ["getaddrinfo", *BACKENDS]:
+        spec = {"loop": "asyncio", "call": "resolve", "resolver": resolver, "families": [V6, V4]}
+        results[resolver] = {
+            name: lab.run_client({**spec, "host": name})["result"] for name in names
+        }
+    print(json.dumps(results, indent=1))
+    assert results["getaddrinfo"]["oracle-both.lab.test"] == {
+        str(V6): {"addresses": [v6]},
+        str(V4): {"addresses": [v4]},
+    }
+    assert results["getaddrinfo"]["oracle-missing.lab.test"][str(V4)] == {
+        "errno": socket.EAI_NONAME
+    }
+    for resolver in BACKENDS:
+        assert results[resolver] == results["getaddrinfo"], resolver

@@ -1,7 +1,8 @@
 """happydial: Happy Eyeballs (RFC 8305) TCP connections for asyncio.
 
 Layout: every implementation module is private and re-exported here. Imports flow
-one way: wrappers and host names -> racer -> schedule and sockets -> address layer.
+one way: wrappers and host names -> resolvers, racer -> schedule and sockets -> address
+layer.
 
 * ``_addresses``: the pure address layer (ordering and editing addr_info lists).
 * ``_selection``: ``sort_addr_infos``, RFC 6724 destination address selection (pure).
@@ -15,6 +16,8 @@ one way: wrappers and host names -> racer -> schedule and sockets -> address lay
 * ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
 * ``_nat64``: NAT64 address arithmetic (RFC 6052) and prefix parsing (RFC 7050, 8781), pure.
 * ``_dns64``: ``Nat64Discovery``, the network's NAT64 prefixes found once (RFC 7050).
+* ``_resolver``: the ``Resolver`` protocol and ``getaddrinfo_resolver`` on its thread pool.
+* ``_backends``: ``AiodnsResolver`` and ``DnspythonResolver``, the optional DNS back ends.
 * ``_connect``: ``connect``, host names resolved per family in parallel.
 * ``_wrappers``: ``open_connection`` and ``create_connection`` in asyncio's shapes.
 * ``_cli``: ``python -m happydial``.
@@ -27,9 +30,9 @@ from ._addresses import interleave_addr_infos as interleave_addr_infos
 from ._addresses import ip_addresses_to_addr_infos as ip_addresses_to_addr_infos
 from ._addresses import pop_addr_infos_interleave as pop_addr_infos_interleave
 from ._addresses import remove_addr_infos as remove_addr_infos
-from ._connect import Resolver as Resolver
+from ._backends import AiodnsResolver as AiodnsResolver
+from ._backends import DnspythonResolver as DnspythonResolver
 from ._connect import connect as connect
-from ._connect import getaddrinfo_resolver as getaddrinfo_resolver
 from ._dns64 import Nat64Discovery as Nat64Discovery
 from ._dns64 import Nat64State as Nat64State
 from ._errors import failed_addr_infos as failed_addr_infos
@@ -40,6 +43,10 @@ from ._nat64 import nat64_prefixes_from_answers as nat64_prefixes_from_answers
 from ._nat64 import parse_pref64_option as parse_pref64_option
 from ._nat64 import synthesize_addr_infos as synthesize_addr_infos
 from ._racer import start_connection as start_connection
+from ._resolver import Resolver as Resolver
+from ._resolver import ResolverPoolSettings as ResolverPoolSettings
+from ._resolver import configure_resolver_pool as configure_resolver_pool
+from ._resolver import getaddrinfo_resolver as getaddrinfo_resolver
 from ._selection import SourcesType as SourcesType
 from ._selection import SourceType as SourceType
 from ._selection import sort_addr_infos as sort_addr_infos
@@ -65,11 +72,13 @@ from ._wrappers import open_connection as open_connection
 __all__ = [
     "AddrInfoType",
     "AddressHistory",
+    "AiodnsResolver",
     "AttemptCancelled",
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
     "DelayAdjusted",
+    "DnspythonResolver",
     "HistoryReordered",
     "Nat64Discovery",
     "Nat64Prefix",
@@ -78,6 +87,7 @@ __all__ = [
     "ResolutionFinished",
     "ResolutionStarted",
     "Resolver",
+    "ResolverPoolSettings",
     "SocketFactoryType",
     "SourceAddressCache",
     "SourceType",
@@ -87,6 +97,7 @@ __all__ = [
     "TraceType",
     "__version__",
     "addr_to_addr_infos",
+    "configure_resolver_pool",
     "connect",
     "create_connection",
     "default_source_cache",

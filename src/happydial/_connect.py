@@ -17,20 +17,17 @@ The story of :func:`connect`, step by step:
 5. When the race ends (won, failed or cancelled), lookups still running are
    abandoned at once, from inside the race: nothing after the win is awaited, so a
    cancellation cannot land between a won race and the return of its socket. The
-   default resolver runs ``getaddrinfo`` in a daemon thread rather than the loop's
-   executor, because ``asyncio.run()`` joins that executor at exit and a stuck
-   AAAA lookup would hold the program for seconds.
+   default resolver runs ``getaddrinfo`` on happydial's own pool of daemon threads
+   (``_resolver``) rather than the loop's executor, because ``asyncio.run()`` joins
+   that executor at exit and a stuck AAAA lookup would hold the program for seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
-import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
 
 from . import _trace
 from ._addresses import (
@@ -45,6 +42,7 @@ from ._addresses import (
 )
 from ._history import AddressHistory
 from ._racer import ConnectRace, _check_callable, apply_history, check_ip_literals
+from ._resolver import Resolver, getaddrinfo_resolver
 from ._schedule import check_delay
 from ._selection import SourcesType, _sort, _sources_lookup, ranks_below_ipv4
 from ._sockets import being_cancelled
@@ -52,56 +50,6 @@ from ._sources import bound_sources, default_source_cache
 from ._trace import TraceType
 
 __all__ = ["Resolver", "connect", "getaddrinfo_resolver"]
-
-
-class Resolver(Protocol):
-    """A family-specific lookup: ``await resolver(host, port, family)``.
-
-    It returns the addr_infos of *host* for *family* (``AF_INET6`` or ``AF_INET``),
-    with IP-literal sockaddrs and *port* filled in, and raises :class:`OSError`
-    (:class:`socket.gaierror` is one) when the name has no such address. Anything
-    can sit behind it: aiodns, a zeroconf cache, a dictionary.
-    """
-
-    def __call__(self, host: str, port: int, family: int) -> Awaitable[list[AddrInfoType]]:
-        """Look *host* up for one address family."""
-        ...  # pragma: no cover - a protocol
-
-
-async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrInfoType]:
-    """The default resolver: the C library's ``getaddrinfo``, in a daemon thread.
-
-    The thread is not the loop's executor, so an abandoned lookup never delays the
-    caller nor the loop's shutdown; it ends on its own when the C call returns.
-    """
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
-
-    def lookup() -> None:
-        try:
-            result: Any = socket.getaddrinfo(
-                host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP
-            )
-            error = None
-        except OSError as exc:
-            result, error = None, exc
-        # RuntimeError: the loop closed while we were looking up; nobody is waiting.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_deliver, answer, result, error)
-
-    threading.Thread(target=lookup, name=f"happydial-getaddrinfo-{host}", daemon=True).start()
-    return await answer
-
-
-def _deliver(
-    answer: asyncio.Future[list[AddrInfoType]], result: Any, error: OSError | None
-) -> None:
-    if answer.done():
-        return  # abandoned: the race was won (or cancelled) without this answer
-    if error is not None:
-        answer.set_exception(error)
-    else:
-        answer.set_result(result)
 
 
 def _literal_addr_infos(host: str, port: int) -> list[AddrInfoType] | None:

@@ -7,8 +7,12 @@ is a JSON object:
 * ``loop``: ``"asyncio"`` (``asyncio.run``) or ``"uvloop"`` (``uvloop.run``);
 * ``call``: ``"start_connection"`` (with ``addr_infos``: ``[family, host, port]`` triples),
   ``"connect"`` (with ``host`` and ``port``), or ``"getaddrinfo"`` (with ``host`` and
-  ``families``: each resolved concurrently with ``loop.getaddrinfo``, to check the lab's DNS);
+  ``families``: each resolved concurrently with ``loop.getaddrinfo``, to check the lab's DNS),
+  or ``"resolve"`` (``host`` and ``families``: each looked up with the ``resolver``, the
+  result per family being its addresses or its error's ``errno``);
 * ``kwargs``: keyword arguments for the call;
+* ``resolver``: for ``connect`` and ``resolve``, ``"getaddrinfo"`` (the default),
+  ``"aiodns"`` or ``"dnspython"``: which of happydial's resolvers looks names up;
 * ``cancel_after``: cancel the call's task after this many seconds, or
   ``wait_for``: run the call under ``asyncio.wait_for`` with this timeout;
 * ``parent``: the pid of the test run; this process is killed when that one dies;
@@ -27,12 +31,14 @@ then has ``steps``: one report per call, each with ``events`` too (the trace as 
 One JSON object on stdout: ``elapsed`` (seconds the call took), ``peer`` (the winner's
 address and port), ``error`` (type, message, notes, the members of its ``__cause__`` group
 and what ``failed_addr_infos`` says), ``cancelled``, ``trace`` (the trace events), and the
-descriptors open in this process before and after the call (the winner closed).
+descriptors open in this process before and after the call (the winner closed; with an
+optional ``resolver``, before it is made and after it is closed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -40,13 +46,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import happydial
 
 Call = Callable[[], Awaitable[Any]]
+SETTLE = 2.0  # seconds an optional resolver's descriptors may take to close
 
 
 def open_fds() -> dict[int, str]:
@@ -84,7 +91,10 @@ def describe(error: BaseException) -> dict[str, Any]:
 
 
 def make_call(
-    spec: dict[str, Any], trace: list[str], observe: Callable[[object], None] | None = None
+    spec: dict[str, Any],
+    trace: list[str],
+    observe: Callable[[object], None] | None = None,
+    resolver: happydial.Resolver | None = None,
 ) -> Call:
     """The coroutine function the spec asks for (*observe* also sees every trace event)."""
     kwargs = dict(spec.get("kwargs", {}))
@@ -109,10 +119,58 @@ def make_call(
         return lambda: happydial.start_connection(addr_infos, trace=record, **kwargs)
     if spec["call"] == "connect":
         connect = happydial.connect  # type: ignore[attr-defined,unused-ignore]
+        if resolver is not None:
+            kwargs["resolver"] = resolver
         return lambda: connect(spec["host"], spec["port"], trace=record, **kwargs)
+    if spec["call"] == "resolve" and resolver is not None:
+        return lambda: resolve_with(resolver, spec["host"], spec["families"])
     if spec["call"] == "getaddrinfo":
         return lambda: resolve(spec["host"], spec["families"])
     raise ValueError(f"unknown call {spec['call']!r}")
+
+
+@contextlib.asynccontextmanager
+async def open_resolver(name: str | None) -> AsyncIterator[happydial.Resolver | None]:
+    """One of happydial's resolvers by name (``None``: connect's default), closed afterwards.
+
+    It is made, and a first lookup warms it up (aiodns makes its channel), before the
+    call is timed and its descriptors counted, as an application would hold one resolver.
+    """
+    if name is None:
+        yield None
+    elif name == "aiodns":
+        async with happydial.AiodnsResolver() as ares:
+            await warm_up(ares)
+            yield ares
+    elif name == "dnspython":
+        stub = happydial.DnspythonResolver()
+        await warm_up(stub)
+        yield stub
+    elif name == "getaddrinfo":
+        yield happydial.getaddrinfo_resolver
+    else:
+        raise ValueError(f"unknown resolver {name!r}")
+
+
+async def warm_up(resolver: happydial.Resolver) -> None:
+    with contextlib.suppress(OSError):  # the lab's server: NXDOMAIN at once
+        await resolver("warm-up.invalid", 80, socket.AF_INET)
+    await asyncio.sleep(0.01)  # dnspython's closed socket, c-ares' first query settle
+
+
+async def resolve_with(
+    resolver: happydial.Resolver, host: str, families: list[int]
+) -> dict[str, Any]:
+    """Look *host* up once per family, one after the other: addresses or ``errno``."""
+    results: dict[str, Any] = {}
+    for family in families:
+        try:
+            infos = await resolver(host, 80, family)
+        except OSError as exc:
+            results[str(family)] = {"errno": exc.errno}
+        else:
+            results[str(family)] = {"addresses": [info[4][0] for info in infos]}
+    return results
 
 
 async def resolve(host: str, families: list[int]) -> dict[str, Any]:
@@ -136,8 +194,34 @@ async def run(
     spec: dict[str, Any], observe: Callable[[object], None] | None = None
 ) -> dict[str, Any]:
     """Make the call the spec asks for and report how it went."""
+    name = spec.get("resolver")
+    if name in {None, "getaddrinfo"}:
+        async with open_resolver(name) as resolver:
+            return await run_with(spec, observe, resolver)
+    # An optional resolver owns descriptors (c-ares its channel's sockets, which it may
+    # replace during a call): count across its whole life instead, made to closed.
+    before = open_fds()
+    async with open_resolver(name) as resolver:
+        report = await run_with(spec, observe, resolver)
+    after = open_fds()
+    deadline = time.monotonic() + SETTLE
+    while set(after) - set(before) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # pycares destroys a channel on a thread of its own
+        after = open_fds()
+    report["fds_before"] = len(before)
+    report["fds_after"] = len(after)
+    report["leaked"] = [f"{fd} -> {after[fd]}" for fd in sorted(set(after) - set(before))]
+    return report
+
+
+async def run_with(
+    spec: dict[str, Any],
+    observe: Callable[[object], None] | None,
+    resolver: happydial.Resolver | None,
+) -> dict[str, Any]:
+    """:func:`run`, with the resolver made."""
     trace: list[str] = []
-    call = make_call(spec, trace, observe)
+    call = make_call(spec, trace, observe, resolver)
     report: dict[str, Any] = {"peer": None, "error": None, "cancelled": False, "result": None}
     before = open_fds()
     started = time.monotonic()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import sys
 import time
 from typing import Any, cast
@@ -40,6 +41,7 @@ import dns.rdatatype
 import dns.rrset
 
 TTL = 1
+RECEIVE_BUFFER = 4 << 20  # bytes
 
 
 class DnsProtocol(asyncio.DatagramProtocol):
@@ -154,6 +156,9 @@ async def serve(dns_addresses: list[str]) -> None:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: DnsProtocol(server), local_addr=(address, 53)
         )
+        # Asynchronous resolvers send hundreds of queries in one burst: room for them all.
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         transports.append(transport)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
