@@ -1,17 +1,26 @@
-"""Shared fixtures: loops to run on, and a guard that fails tests that leak.
+"""Shared fixtures: loops to run on, and guards that fail tests that leak or hide errors.
 
 Every async test body runs through :func:`_run_checked`, which fails the test if a
-task, a timer or a ready callback is still on the loop when the body returns, and
-pytest's ``filterwarnings = error`` turns an unclosed socket's ``ResourceWarning``
-into a failure too.
+task, a timer, a ready callback or a reader/writer registration is still on the
+loop when the body returns, and pytest's ``filterwarnings = error`` turns an
+unclosed socket's ``ResourceWarning`` into a failure too.
+
+Every loop of every test (ours, ``run_virtual``'s, ``asyncio.run``'s, uvloop's)
+reports to :func:`_loop_error`: an exception raised inside a loop callback, or a
+"Task exception was never retrieved", fails the test instead of only being logged.
+Under ``CI=true``, :func:`require` turns a skip for a missing piece of the test
+machine (uvloop, IPv6 loopback, the network lab) into a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import os
+import selectors
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +46,117 @@ except ImportError:  # pragma: no cover - uvloop is a test dependency on CPython
     uvloop = None
 
 EAGER = sys.version_info >= (3, 12)
+CI = os.environ.get("CI") == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip the test when *condition* is false; under ``CI=true``, fail it instead.
+
+    For what a test machine must have (uvloop, IPv6 loopback): in CI a skip would
+    silently drop the coverage the test exists for.
+    """
+    if not condition:
+        if CI:
+            pytest.fail(f"CI must run this test, but: {reason}")
+        pytest.skip(reason)
+
+
+# -- loop errors -------------------------------------------------------------------
+
+# What loops reported to their exception handler during the current test.
+_loop_errors: list[str] = []
+# Loop -> what to do at once when it reports (stop the test body: a race that lost
+# an outcome to a callback error would otherwise hang until the timeout).
+_on_loop_error: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[], object]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    _loop_errors.append(f"{context.get('message')}: {exc!r}" if exc else str(context))
+    stop = _on_loop_error.get(loop)
+    if stop is not None:
+        stop()
+
+
+def _patch_exception_handlers() -> None:
+    """Route every loop's ``call_exception_handler`` through :func:`_loop_error`.
+
+    On the classes, not per loop, so loops the tests make themselves are covered
+    too. The original still runs (the error stays in the captured log).
+    """
+    classes: list[Any] = [asyncio.BaseEventLoop]
+    if uvloop is not None:
+        classes.append(uvloop.Loop)  # uvloop calls it through the Python attribute too
+    for cls in classes:
+        original = cls.call_exception_handler
+
+        def call_exception_handler(
+            self: asyncio.AbstractEventLoop, context: dict[str, Any], _original: Any = original
+        ) -> None:
+            _loop_error(self, context)
+            _original(self, context)
+
+        cls.call_exception_handler = call_exception_handler
+
+
+_patch_exception_handlers()
+
+
+def _fail_on_loop_errors() -> None:
+    if _loop_errors:
+        errors = "\n".join(_loop_errors)
+        _loop_errors.clear()
+        pytest.fail("the loop's exception handler was called:\n" + errors)
+
+
+@pytest.fixture(autouse=True)
+def _no_loop_errors() -> Iterator[None]:
+    """Fail any test during which a loop called its exception handler."""
+    _loop_errors.clear()
+    yield
+    gc.collect()  # a task whose exception was never retrieved reports when collected
+    _fail_on_loop_errors()
+
+
+# -- leftovers ---------------------------------------------------------------------
+
+_EVENTS = {selectors.EVENT_READ: "reader", selectors.EVENT_WRITE: "writer"}
+
+
+def _track_registrations(loop: asyncio.AbstractEventLoop) -> None:
+    """Count uvloop's reader/writer registrations (it has no selector map to read)."""
+    registered: dict[tuple[str, int], object] = {}
+    for kind in ("reader", "writer"):
+        add, remove = getattr(loop, f"add_{kind}"), getattr(loop, f"remove_{kind}")
+
+        def add_fd(fd: Any, callback: Any, *args: Any, _add: Any = add, _kind: str = kind) -> None:
+            _add(fd, callback, *args)
+            registered[(_kind, fd if isinstance(fd, int) else fd.fileno())] = callback
+
+        def remove_fd(fd: Any, _remove: Any = remove, _kind: str = kind) -> bool:
+            registered.pop((_kind, fd if isinstance(fd, int) else fd.fileno()), None)
+            return bool(_remove(fd))
+
+        setattr(loop, f"add_{kind}", add_fd)
+        setattr(loop, f"remove_{kind}", remove_fd)
+    loop._happydial_registered = registered  # type: ignore[attr-defined]
+
+
+def _registrations(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """Readers and writers still registered on *loop*, but its own wake-up pipe."""
+    selector = getattr(loop, "_selector", None)
+    if selector is not None:  # asyncio's selector loops (the virtual one too)
+        own = loop._ssock.fileno()  # type: ignore[attr-defined]
+        return [
+            f"{_EVENTS.get(key.events, 'reader and writer')} left registered on fd"
+            f" {key.fd}: {key.data!r}"
+            for key in list(selector.get_map().values())
+            if key.fd != own
+        ]
+    registered = getattr(loop, "_happydial_registered", {})
+    return [f"{kind} left registered on fd {fd}: {cb!r}" for (kind, fd), cb in registered.items()]
 
 
 def _leftovers(loop: asyncio.AbstractEventLoop) -> list[str]:
@@ -46,7 +166,7 @@ def _leftovers(loop: asyncio.AbstractEventLoop) -> list[str]:
     problems += [f"timer left scheduled: {h!r}" for h in scheduled if not h.cancelled()]
     ready = getattr(loop, "_ready", [])
     problems += [f"callback left ready: {h!r}" for h in ready if not h.cancelled()]
-    return problems
+    return problems + _registrations(loop)
 
 
 def _run_checked(loop: asyncio.AbstractEventLoop, main: Callable[[], Awaitable[T]]) -> T:
@@ -57,20 +177,26 @@ def _run_checked(loop: asyncio.AbstractEventLoop, main: Callable[[], Awaitable[T
             pytest.fail("the call left things behind:\n" + "\n".join(problems))
         return result
 
+    task = loop.create_task(wrapper())
+    _on_loop_error[loop] = task.cancel
     try:
-        return loop.run_until_complete(wrapper())
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        _fail_on_loop_errors()  # the body was stopped by a loop error: say which
+        raise
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
         gc.collect()  # surface ResourceWarnings of sockets dropped without close()
+        _fail_on_loop_errors()
 
 
 def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
-        if uvloop is None:  # pragma: no cover - uvloop is a test dependency
-            pytest.skip("uvloop is not installed")
+        require(uvloop is not None, "uvloop is not installed")
         new_loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        _track_registrations(new_loop)
         return new_loop
     if kind.endswith("eager") and not EAGER:
         pytest.skip("the eager task factory needs Python 3.12+")
@@ -117,3 +243,14 @@ def _warm_up_uvloop() -> None:
         loop = uvloop.new_event_loop()
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
+
+
+# Races the chaos tests ran, per connect path (see tests/test_chaos.py).
+CHAOS_RACES: collections.Counter[str] = collections.Counter()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how many chaos races each connect path ran (a path with none is a lost check)."""
+    if CHAOS_RACES:
+        counts = ", ".join(f"{n} on the {path} path" for path, n in sorted(CHAOS_RACES.items()))
+        terminalreporter.write_line(f"chaos: {sum(CHAOS_RACES.values())} races checked: {counts}")

@@ -3,6 +3,9 @@
 Each scenario is a table of addresses with (delay, outcome) as the fake network
 answers them. We assert the loop time at which every attempt started, the winner,
 the time the call returned, and that every losing socket was closed exactly once.
+Every scenario runs on both connect paths (``FakeNetwork(path=...)``): the writer
+callbacks that asyncio's selector loops and uvloop take, and the task per attempt
+of other loops, against the same expected times.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pytest
 
 import happydial
 from happydial import AddrInfoType, failed_addr_infos, start_connection
-from happydial.testing import FakeNetwork, FakeSocket, Outcome
+from happydial.testing import FakeNetwork, FakeSocket, Outcome, Path
 
 from .conftest import Runner
 
@@ -32,9 +35,13 @@ def ai(host: str, port: int = 80) -> AddrInfoType:
     return (socket.AF_INET, STREAM, TCP, "", (host, port))
 
 
+PATHS: list[Path] = ["writer", "task"]
+
+
 @dataclass
 class Scenario:
-    hosts: list[tuple[str, float, Outcome]]
+    # (host, seconds until the outcome or NOW, outcome)
+    hosts: list[tuple[str, float | None, Outcome]]
     kwargs: dict[str, Any]
     starts: dict[str, float]
     winner: str | None
@@ -46,6 +53,7 @@ class Scenario:
 A6, B6, C6 = "2001:db8::a", "2001:db8::b", "2001:db8::c"
 A4, B4, C4 = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 HANG = math.inf
+NOW = None  # the outcome is known when the connect is called (connect_ex answers it)
 
 SCENARIOS = {
     "first wins at once": Scenario(
@@ -190,6 +198,28 @@ SCENARIOS = {
         A4,
         0.2,
     ),
+    "an unreachable network fails at once, and the next starts at once": Scenario(
+        [(A6, NOW, "unreachable"), (B6, 0.1, "refuse"), (A4, 0.05, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0},
+        A4,
+        0.05,
+    ),
+    "a connect that succeeds at once wins at once": Scenario(
+        [(A6, HANG, "hang"), (A4, NOW, "connect"), (B6, 0.01, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.25},
+        A4,
+        0.25,
+    ),
+    "an attempt failing at once with every other failed ends the race": Scenario(
+        [(A6, 0.1, "refuse"), (A4, NOW, "unreachable")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.1},
+        None,
+        0.1,
+        error="Multiple exceptions",
+    ),
     "a single refused address raises its own error": Scenario(
         [(A4, 0.2, "refuse")],
         {"happy_eyeballs_delay": 0.25},
@@ -201,13 +231,13 @@ SCENARIOS = {
 }
 
 
-def run_scenario(vrun: Runner[Any], scenario: Scenario) -> tuple[Any, float]:
+def run_scenario(vrun: Runner[Any], scenario: Scenario, path: Path = "task") -> tuple[Any, float]:
     async def main() -> tuple[Any, float]:
         loop = asyncio.get_running_loop()
-        net = FakeNetwork(loop)
+        net = FakeNetwork(loop, path=path)
         scenario.network = net
         for host, delay, outcome in scenario.hosts:
-            net.script(host, delay=delay, outcome=outcome)
+            net.script(host, delay=delay or 0.0, outcome=outcome, at_once=delay is NOW)
         addr_infos = [ai(h) for h, _, _ in scenario.hosts]
         try:
             sock = await start_connection(
@@ -221,10 +251,11 @@ def run_scenario(vrun: Runner[Any], scenario: Scenario) -> tuple[Any, float]:
     return outcome
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_scenario(vrun: Runner[Any], name: str) -> None:
+def test_scenario(vrun: Runner[Any], name: str, path: Path) -> None:
     scenario = SCENARIOS[name]
-    result, end = run_scenario(vrun, scenario)
+    result, end = run_scenario(vrun, scenario, path)
     net = scenario.network
     assert net is not None
     assert net.start_times == pytest.approx(scenario.starts)
