@@ -35,6 +35,7 @@ from happydial import (
     pop_addr_infos_interleave,
     remove_addr_infos,
 )
+from happydial._errors import tag_error
 from happydial.testing import FakeNetwork, VirtualClockLoop
 
 from .conftest import _leftovers, open_fds
@@ -267,12 +268,45 @@ def test_remove_addr_infos(addr_infos: Any, addr: Any) -> None:
 
 @FUZZ
 @given(error=st.one_of(anything, st.sampled_from([OSError(), ValueError("x")])))
-def test_failed_addr_infos(error: Any) -> None:
+def test_failed_addr_infos_of_untagged_errors(error: Any) -> None:
     if isinstance(error, BaseException):
         assert failed_addr_infos(error) == []
     else:
         with pytest.raises(TypeError, match="error must be an exception"):
             failed_addr_infos(error)
+
+
+ERROR_TYPES = [OSError, ConnectionRefusedError, TimeoutError, RuntimeError, ValueError]
+# An attempt's error: its type, and the addr_info it is tagged with (None: untagged).
+attempt_errors = st.tuples(st.sampled_from(ERROR_TYPES), st.one_of(st.none(), good_addr_infos))
+
+
+@FUZZ
+@given(
+    shape=st.sampled_from(["alone", "group", "cause"]),
+    members=st.lists(attempt_errors, min_size=1, max_size=5),
+)
+def test_failed_addr_infos_of_tagged_errors(shape: str, members: list[Any]) -> None:
+    # Shaped as the racer raises them: one error; a group (all_errors=True); an
+    # OSError caused by the group. The answer is every tag, in attempt order.
+    errors = []
+    for error_type, addr_info in members:
+        error = error_type("attempt failed")
+        if addr_info is not None:
+            tag_error(error, addr_info)
+        errors.append(error)
+    if shape == "alone":
+        errors = errors[:1]
+    expected = [a for _, a in members[: len(errors)] if a is not None]
+    raised: BaseException = errors[0]
+    if shape != "alone":
+        group = BaseExceptionGroup("Multiple exceptions", errors)
+        raised = group
+        if shape == "cause":
+            raised = OSError("Multiple exceptions")
+            raised.__cause__ = group
+    event(f"{shape}, {len(expected)} tagged")
+    assert failed_addr_infos(raised) == expected
 
 
 HISTORY_OPTIONS = [

@@ -87,6 +87,8 @@ def test_advance_ignores_negative() -> None:
 
 
 def test_fake_network_records_and_scripts() -> None:
+    threads = threading.active_count()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         net = FakeNetwork(loop)
@@ -101,4 +103,4 @@ def test_fake_network_records_and_scripts() -> None:
         assert net.open_sockets == []
 
     run_virtual(main)
-    assert threading.active_count() >= 1
+    assert threading.active_count() == threads, "run_virtual left a thread behind"
