@@ -4,8 +4,9 @@ Each function of ``happydial.__all__`` gets arbitrary objects (and near-valid on
 addr_infos with one field wrong, IP literals with a bad zone, NaN delays...). It must
 return a correct result or raise TypeError/ValueError whose message names the
 argument, never another exception, and never leave a socket open. The async
-functions run on a virtual-clock loop whose ``sock_connect`` is fake and whose
-sockets come from :class:`FakeNetwork`, and host names only reach fake resolvers:
+functions run on a virtual-clock loop with a :class:`FakeNetwork` (the racing ones on
+both connect paths: writer callbacks and a task per attempt), and host names only
+reach fake resolvers:
 no real DNS lookup or connect ever happens. ``getaddrinfo_resolver`` is left out
 on purpose: it is the one function whose job is a real DNS lookup.
 ``HAPPYDIAL_SOAK=1`` runs ten times as many examples.
@@ -36,7 +37,7 @@ from happydial import (
     remove_addr_infos,
 )
 from happydial._errors import tag_error
-from happydial.testing import FakeNetwork, VirtualClockLoop
+from happydial.testing import FakeNetwork, Path, VirtualClockLoop
 
 from .conftest import _leftovers, open_fds
 
@@ -463,15 +464,11 @@ def test_address_history_from_json(data: Any) -> None:
 class Harness:
     """A virtual loop whose connects are fake and succeed after 10 ms, to any address."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path = "task") -> None:
         self.loop = VirtualClockLoop()
-        self.net = FakeNetwork(self.loop)
+        self.net = FakeNetwork(self.loop, path=path)
+        self.net.script("*", delay=0.01)
         self.peers: list[socket.socket] = []
-
-        async def fake_connect(sock: socket.socket, address: Any) -> None:
-            await asyncio.sleep(0.01)
-
-        self.loop.sock_connect = fake_connect  # type: ignore[method-assign]
 
     def pair_factory(self, addr_info: Any) -> socket.socket:  # noqa: ARG002
         """A connected AF_UNIX stream socket: enough for asyncio's transports."""
@@ -506,11 +503,11 @@ def test_connect_unhashable_family() -> None:
     harness.run(lambda: main(harness))
 
 
-def fuzz_call(run: Callable[[Harness], Any], names: list[str]) -> None:
+def fuzz_call(run: Callable[[Harness], Any], names: list[str], path: Path = "task") -> None:
     # No gc.collect() here (it would cost most of the run): a closed socket frees its
     # descriptor at once, so the count below needs none; an unclosed one is the bug.
     before = open_fds()
-    harness = Harness()
+    harness = Harness(path)
     failure: Exception | None = None
     try:
         harness.run(lambda: run(harness))
@@ -564,6 +561,10 @@ START_KW = {
 }
 
 
+PATHS: list[Path] = ["writer", "task"]
+
+
+@pytest.mark.parametrize("path", PATHS)
 @FUZZ_ASYNC
 @given(
     addr_infos=addr_info_lists,
@@ -573,7 +574,7 @@ START_KW = {
     history=histories,
 )
 def test_start_connection(
-    addr_infos: Any, kwargs: dict[str, Any], factory: Any, trace: Any, history: Any
+    path: Path, addr_infos: Any, kwargs: dict[str, Any], factory: Any, trace: Any, history: Any
 ) -> None:
     async def main(h: Harness) -> None:
         sock = await happydial.start_connection(
@@ -588,7 +589,7 @@ def test_start_connection(
         sock.close()
 
     names = ["addr_infos", "socket_factory", "trace", "history", *kwargs]
-    fuzz_call(main, names)
+    fuzz_call(main, names, path)
 
 
 class FakeResolver:
@@ -629,6 +630,7 @@ CONNECT_KW = {
 }
 
 
+@pytest.mark.parametrize("path", PATHS)
 @FUZZ_ASYNC
 @given(
     host=st.one_of(hosts, scalars),
@@ -642,6 +644,7 @@ CONNECT_KW = {
     history=histories,
 )
 def test_connect(
+    path: Path,
     host: Any,
     port: Any,
     kwargs: dict[str, Any],
@@ -670,7 +673,7 @@ def test_connect(
 
     names = ["host", "port", "resolver", "socket_factory", "trace", "history", *kwargs]
     names += ["resolver result"]
-    fuzz_call(main, names)
+    fuzz_call(main, names, path)
 
 
 WRAPPER_KW = {
