@@ -30,6 +30,8 @@ from hypothesis import settings
 
 from happydial.testing import VirtualClockLoop
 
+from .integration_helpers import has_ipv6_loopback
+
 # In CI, property tests draw the same examples on every run, so a red CI is
 # reproducible from its log; run locally, they explore new inputs each time.
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -49,16 +51,27 @@ EAGER = sys.version_info >= (3, 12)
 CI = os.environ.get("CI") == "true"
 
 
-def require(condition: bool, reason: str) -> None:
-    """Skip the test when *condition* is false; under ``CI=true``, fail it instead.
+def machine_has(condition: bool, reason: str) -> bool:
+    """*condition*, a thing the test machine must have; under ``CI=true``, false fails.
 
-    For what a test machine must have (uvloop, IPv6 loopback): in CI a skip would
-    silently drop the coverage the test exists for.
+    For uvloop and IPv6 loopback: in CI, a test that silently skipped or shrank
+    without them would drop the coverage it exists for.
     """
-    if not condition:
-        if CI:
-            pytest.fail(f"CI must run this test, but: {reason}")
+    if not condition and CI:
+        pytest.fail(f"CI must run this test, but: {reason}")
+    return condition
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip the test when *condition* is false; under ``CI=true``, fail it instead."""
+    if not machine_has(condition, reason):
         pytest.skip(reason)
+
+
+@pytest.fixture
+def ipv6_loopback() -> None:
+    """Skip a test that needs ``::1`` where there is none; fail it under ``CI=true``."""
+    require(has_ipv6_loopback(), "no IPv6 loopback (::1 cannot be bound)")
 
 
 # -- loop errors -------------------------------------------------------------------

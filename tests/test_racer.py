@@ -21,6 +21,7 @@ import pytest
 
 import happydial
 from happydial import AddrInfoType, failed_addr_infos, start_connection
+from happydial._sockets import uses_writer_callbacks
 from happydial.testing import FakeNetwork, FakeSocket, Outcome, Path
 
 from .conftest import Runner
@@ -836,3 +837,35 @@ def test_a_link_local_address_without_scope_fails_clearly(vrun: Runner[Any]) -> 
             sock.close()
 
     vrun(main)
+
+
+# ---------------------------------------------------------------------------
+# The path users get
+# ---------------------------------------------------------------------------
+
+
+def test_selector_loops_and_uvloop_take_the_writer_path(run: Runner[Any]) -> None:
+    # The fast path (and the speed figures in docs/performance.md) exists only while
+    # asyncio's selector loops and uvloop are recognised: a rename upstream must fail
+    # here, not fall back to a task per attempt in silence. On the writer path the
+    # racer calls the socket's own connect_ex; loop.sock_connect never does.
+    calls: list[tuple[Any, ...]] = []
+
+    class Recording(socket.socket):
+        def connect_ex(self, address: Any) -> int:
+            calls.append(address)
+            return super().connect_ex(address)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert uses_writer_callbacks(loop)
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            port = server.getsockname()[1]
+            sock = await start_connection(
+                [ai("127.0.0.1", port)], socket_factory=lambda _: Recording()
+            )
+            assert sock.getpeername() == ("127.0.0.1", port)
+            sock.close()
+        assert calls == [("127.0.0.1", port)]
+
+    run(main)
