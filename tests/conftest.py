@@ -87,7 +87,8 @@ _on_loop_error: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[]
 
 def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     exc = context.get("exception")
-    _loop_errors.append(f"{context.get('message')}: {exc!r}" if exc else str(context))
+    message = context.get("message", context)
+    _loop_errors.append(f"{message}: {exc!r}" if exc else str(message))
     stop = _on_loop_error.get(loop)
     if stop is not None:
         stop()
@@ -145,8 +146,16 @@ def _track_registrations(loop: asyncio.AbstractEventLoop) -> None:
         add, remove = getattr(loop, f"add_{kind}"), getattr(loop, f"remove_{kind}")
 
         def add_fd(fd: Any, callback: Any, *args: Any, _add: Any = add, _kind: str = kind) -> None:
+            key = (_kind, fd if isinstance(fd, int) else fd.fileno())
+            if key in registered:
+                # Nothing in this suite watches one descriptor twice: the first
+                # watcher's descriptor was closed without remove_*, and its number
+                # reused. uvloop then modifies the stale watcher, and the new
+                # descriptor is never watched: fail now rather than hang.
+                message = f"{_kind} on fd {key[1]} registered again without remove_{_kind}"
+                _loop_error(loop, {"message": f"{message}; it was {registered[key]!r}"})
             _add(fd, callback, *args)
-            registered[(_kind, fd if isinstance(fd, int) else fd.fileno())] = callback
+            registered[key] = callback
 
         def remove_fd(fd: Any, _remove: Any = remove, _kind: str = kind) -> bool:
             registered.pop((_kind, fd if isinstance(fd, int) else fd.fileno()), None)
