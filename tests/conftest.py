@@ -267,6 +267,13 @@ def _warm_up_uvloop() -> None:
         loop.close()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Soak runs (``HAPPYDIAL_SOAK=1``) are ten times longer: so is their timeout."""
+    if os.environ.get("HAPPYDIAL_SOAK", "") not in ("", "0"):
+        for item in items:
+            item.add_marker(pytest.mark.timeout(600))
+
+
 # Races the chaos tests ran, per connect path (see tests/test_chaos.py).
 CHAOS_RACES: collections.Counter[str] = collections.Counter()
 
