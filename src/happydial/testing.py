@@ -48,7 +48,12 @@ from ._sockets import uses_writer_callbacks
 
 __all__ = ["FakeNetwork", "FakeSocket", "Outcome", "Path", "VirtualClockLoop", "run_virtual"]
 
+#: What a scripted connect does: connect, or fail with ``ECONNREFUSED``,
+#: ``ENETUNREACH`` or ``ECONNRESET``, or never answer.
 Outcome = Literal["connect", "refuse", "unreachable", "reset", "hang"]
+#: How :class:`FakeNetwork`'s attempts connect: ``"writer"`` (``connect_ex`` and a
+#: writer callback, as on asyncio's selector loops and uvloop) or ``"task"``
+#: (``loop.sock_connect`` in a task per attempt, as on other loops).
 Path = Literal["writer", "task"]
 
 # The errno each failing outcome stands for, as the kernel reports it.
@@ -219,7 +224,8 @@ class FakeNetwork:
             in production; the loop must be one of those), or ``"task"`` (the
             default) through ``loop.sock_connect``, which is then replaced on the
             loop by :meth:`sock_connect`. A script means the same on both paths, at
-            the same times.
+            the same times. The writer path relies on how Linux reports the send
+            buffer of an ``AF_UNIX`` datagram socket (see ``_in_flight``).
 
     Attributes:
         path: The path given.
