@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import math
+import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -869,3 +870,42 @@ def test_selector_loops_and_uvloop_take_the_writer_path(run: Runner[Any]) -> Non
         assert calls == [("127.0.0.1", port)]
 
     run(main)
+
+
+# Defects of the writer path that FakeNetwork(path="writer") shows, being fixed in
+# _sockets.py under issue 12: strict xfails, so the fix must remove the marker.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 item 6: an immediate connect_ex failure loses the OS's strerror",
+)
+def test_an_immediate_failure_keeps_the_os_reason(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop(), path="writer")
+        net.script(A4, outcome="unreachable", at_once=True)
+        with pytest.raises(OSError) as info:
+            await start_connection([ai(A4)], socket_factory=net.socket_factory)
+        assert info.value.errno == errno.ENETUNREACH
+        assert info.value.strerror is not None
+        assert info.value.strerror.startswith(os.strerror(errno.ENETUNREACH))
+
+    vrun(main)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 item 8: a %zone link-local host reaches connect_ex unresolved (EINVAL)",
+)
+def test_a_zone_in_the_host_is_resolved_on_the_writer_path(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop(), path="writer")
+        net.script("fe80::1%lo", delay=0.01)
+        entry = (socket.AF_INET6, STREAM, TCP, "", ("fe80::1%lo", 80, 0, 0))
+        sock = await start_connection([entry], socket_factory=net.socket_factory)
+        assert isinstance(sock, FakeSocket)
+        sock.close()
+        # What the kernel needs: the bare address, and the interface as scope id.
+        assert sock.connect_address == ("fe80::1", 80, 0, socket.if_nametoindex("lo"))
+
+    vrun(main)
