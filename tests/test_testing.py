@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import inspect
+import operator
 import socket
 import threading
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from happydial import AddrInfoType, start_connection
 from happydial.testing import FakeNetwork, FakeSocket, Outcome, VirtualClockLoop, run_virtual
 
+from . import conftest
 from .conftest import Runner
 
 
@@ -281,3 +283,80 @@ def test_fake_network_signature_has_no_private_fields() -> None:
     loop = VirtualClockLoop()
     assert "_scripts" not in repr(FakeNetwork(loop))
     loop.close()
+
+
+# ---------------------------------------------------------------------------
+# The suite's own guards (tests/conftest.py): each must fail a test that breaks it
+# ---------------------------------------------------------------------------
+
+
+def test_guard_a_callback_error_fails_the_test_at_once(run: Runner[Any]) -> None:
+    # The body would wait forever for a result that the failed callback never sets:
+    # the guard stops it at once, and names the error.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        never: asyncio.Future[None] = loop.create_future()
+        loop.call_soon(operator.truediv, 1, 0)
+        await never
+
+    with pytest.raises(
+        pytest.fail.Exception, match=r"(?s)exception handler was called.*ZeroDivisionError"
+    ):
+        run(main)
+
+
+def test_guard_an_unretrieved_task_exception_fails_the_test(run: Runner[Any]) -> None:
+    async def fails() -> None:
+        raise KeyError("lost")
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(fails())
+        await asyncio.sleep(0)
+
+    with pytest.raises(pytest.fail.Exception, match="Task exception was never retrieved"):
+        run(main)
+
+
+def test_guard_a_loop_of_our_own_reports_at_teardown() -> None:
+    # A loop no fixture made (asyncio.run, run_virtual) reports too; the autouse
+    # fixture fails the test at teardown. Here the report is read and cleared first.
+    loop = VirtualClockLoop()
+    loop.call_soon(operator.truediv, 1, 0)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    assert len(conftest._loop_errors) == 1
+    assert "ZeroDivisionError" in conftest._loop_errors.pop()
+
+
+def test_guard_a_writer_left_registered_fails_the_test(run: Runner[Any]) -> None:
+    a, b = socket.socketpair()
+
+    async def main() -> None:
+        asyncio.get_running_loop().add_writer(a.fileno(), lambda: None)
+
+    with (
+        a,
+        b,
+        pytest.raises(pytest.fail.Exception, match=f"writer left registered on fd {a.fileno()}"),
+    ):
+        run(main)
+
+
+def test_guard_a_reused_fd_registered_again_fails_on_uvloop() -> None:
+    conftest.require(conftest.uvloop is not None, "uvloop is not installed")
+    loop = conftest._new_loop("uvloop")
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_writer(fd, lambda: None)  # as if its socket were then closed unwatched...
+    [left] = conftest._registrations(loop)
+    assert left.startswith(f"writer left registered on fd {fd}: <function")
+    loop.add_writer(fd, lambda: None)  # ...and its number reused
+    loop.remove_writer(fd)
+    assert conftest._registrations(loop) == []
+    loop.close()
+    a.close()
+    b.close()
+    assert len(conftest._loop_errors) == 1
+    assert conftest._loop_errors.pop().startswith(
+        f"writer on fd {fd} registered again without remove_writer; it was"
+    )
