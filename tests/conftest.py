@@ -19,6 +19,7 @@ import collections
 import gc
 import os
 import selectors
+import socket
 import sys
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -164,6 +165,36 @@ def _track_registrations(loop: asyncio.AbstractEventLoop) -> None:
         setattr(loop, f"add_{kind}", add_fd)
         setattr(loop, f"remove_{kind}", remove_fd)
     loop._happydial_registered = registered  # type: ignore[attr-defined]
+    _tracked_loops.add(loop)
+
+
+# uvloop loops whose registrations are counted, for the close() check below.
+_tracked_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+_close_socket = socket.socket.close
+
+
+def _close_checked(sock: socket.socket) -> None:
+    """``socket.close``, failing the test if a tracked uvloop still watches the fd.
+
+    Closing a watched descriptor is the bug; uvloop (libuv) answers it by aborting
+    the whole process at its next poll, with no test report. So the watcher is
+    removed first, and the error fails the test (and stops its body) at once.
+    """
+    fd = sock.fileno()
+    for loop in list(_tracked_loops) if fd >= 0 else ():
+        if loop.is_closed():  # what it watched is gone with it
+            _tracked_loops.discard(loop)
+            continue
+        registered: dict[tuple[str, int], object] = loop._happydial_registered  # type: ignore[attr-defined]
+        for kind in ("reader", "writer"):
+            callback = registered.get((kind, fd))
+            if callback is not None:
+                _loop_error(loop, {"message": f"fd {fd} closed while watched: {callback!r}"})
+                getattr(loop, f"remove_{kind}")(fd)
+    _close_socket(sock)
+
+
+socket.socket.close = _close_checked  # type: ignore[method-assign,assignment]
 
 
 def _registrations(loop: asyncio.AbstractEventLoop) -> list[str]:

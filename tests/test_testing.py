@@ -360,3 +360,19 @@ def test_guard_a_reused_fd_registered_again_fails_on_uvloop() -> None:
     assert conftest._loop_errors.pop().startswith(
         f"writer on fd {fd} registered again without remove_writer; it was"
     )
+
+
+def test_guard_closing_a_watched_socket_fails_on_uvloop() -> None:
+    # libuv would abort the process at its next poll: the watcher goes first.
+    conftest.require(conftest.uvloop is not None, "uvloop is not installed")
+    loop = conftest._new_loop("uvloop")
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_writer(fd, lambda: None)
+    a.close()
+    assert conftest._registrations(loop) == []
+    loop.run_until_complete(asyncio.sleep(0))  # polls: no abort
+    loop.close()
+    b.close()
+    assert len(conftest._loop_errors) == 1
+    assert conftest._loop_errors.pop().startswith(f"fd {fd} closed while watched: <function")
