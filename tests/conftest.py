@@ -165,32 +165,44 @@ def _track_registrations(loop: asyncio.AbstractEventLoop) -> None:
         setattr(loop, f"add_{kind}", add_fd)
         setattr(loop, f"remove_{kind}", remove_fd)
     loop._happydial_registered = registered  # type: ignore[attr-defined]
-    _tracked_loops.add(loop)
 
 
-# uvloop loops whose registrations are counted, for the close() check below.
+def _watchers(loop: asyncio.AbstractEventLoop, fd: int) -> dict[str, object]:
+    """What *loop* does when *fd* is ready: kind ("reader", "writer") -> callback."""
+    selector = getattr(loop, "_selector", None)
+    if selector is not None:
+        key = selector.get_map().get(fd)
+        handles = zip(("reader", "writer"), key.data if key is not None else (), strict=False)
+        return {kind: handle for kind, handle in handles if handle is not None}
+    registered = getattr(loop, "_happydial_registered", {})
+    return {
+        kind: registered[(kind, fd)] for kind in ("reader", "writer") if (kind, fd) in registered
+    }
+
+
+# The fixtures' loops, for the close() check below.
 _tracked_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 _close_socket = socket.socket.close
 
 
 def _close_checked(sock: socket.socket) -> None:
-    """``socket.close``, failing the test if a tracked uvloop still watches the fd.
+    """``socket.close``, failing the test if one of our loops still watches the fd.
 
-    Closing a watched descriptor is the bug; uvloop (libuv) answers it by aborting
-    the whole process at its next poll, with no test report. So the watcher is
-    removed first, and the error fails the test (and stops its body) at once.
+    Closing a watched descriptor is the bug (a missing ``remove_writer``). asyncio
+    then fails later on a bad descriptor, and uvloop (libuv) aborts the whole process
+    at its next poll, with no test report. So the watcher is removed first, and the
+    error fails the test (and stops its body) at once, naming the callback.
     """
     fd = sock.fileno()
     for loop in list(_tracked_loops) if fd >= 0 else ():
         if loop.is_closed():  # what it watched is gone with it
             _tracked_loops.discard(loop)
             continue
-        registered: dict[tuple[str, int], object] = loop._happydial_registered  # type: ignore[attr-defined]
-        for kind in ("reader", "writer"):
-            callback = registered.get((kind, fd))
-            if callback is not None:
-                _loop_error(loop, {"message": f"fd {fd} closed while watched: {callback!r}"})
-                getattr(loop, f"remove_{kind}")(fd)
+        for kind, callback in _watchers(loop, fd).items():
+            _loop_error(
+                loop, {"message": f"fd {fd} closed while its {kind} is registered: {callback!r}"}
+            )
+            getattr(loop, f"remove_{kind}")(fd)
     _close_socket(sock)
 
 
@@ -250,12 +262,14 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
         require(uvloop is not None, "uvloop is not installed")
         new_loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         _track_registrations(new_loop)
+        _tracked_loops.add(new_loop)
         return new_loop
     if kind.endswith("eager") and not EAGER:
         pytest.skip("the eager task factory needs Python 3.12+")
     loop = VirtualClockLoop() if kind.startswith("virtual") else asyncio.new_event_loop()
     if kind.endswith("eager"):
         loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    _tracked_loops.add(loop)
     return loop
 
 

@@ -375,4 +375,6 @@ def test_guard_closing_a_watched_socket_fails_on_uvloop() -> None:
     loop.close()
     b.close()
     assert len(conftest._loop_errors) == 1
-    assert conftest._loop_errors.pop().startswith(f"fd {fd} closed while watched: <function")
+    assert conftest._loop_errors.pop().startswith(
+        f"fd {fd} closed while its writer is registered: <function"
+    )
