@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import gc
 import os
 import selectors
@@ -165,6 +166,38 @@ def _track_registrations(loop: asyncio.AbstractEventLoop) -> None:
         setattr(loop, f"add_{kind}", add_fd)
         setattr(loop, f"remove_{kind}", remove_fd)
     loop._happydial_registered = registered  # type: ignore[attr-defined]
+    _track_callbacks(loop)
+
+
+def _track_callbacks(loop: asyncio.AbstractEventLoop) -> None:
+    """Count uvloop's scheduled callbacks and timers (it keeps them out of Python's view).
+
+    Every handle that ``call_soon``, ``call_later`` or ``call_at`` returns is
+    remembered until its callback runs; one neither run nor cancelled is a leftover.
+    """
+    pending: dict[asyncio.Handle, tuple[str, object]] = {}
+    for name, at in (("call_soon", 0), ("call_later", 1), ("call_at", 1)):
+        schedule = getattr(loop, name)
+        kind = "callback left ready" if at == 0 else "timer left scheduled"
+
+        def tracked(
+            *args: Any, _schedule: Any = schedule, _at: int = at, _kind: str = kind, **kw: Any
+        ) -> Any:
+            callback = args[_at]
+            cell: list[asyncio.Handle] = []
+
+            @functools.wraps(callback)
+            def run(*cb_args: Any) -> Any:
+                pending.pop(cell[0], None)
+                return callback(*cb_args)
+
+            handle = _schedule(*args[:_at], run, *args[_at + 1 :], **kw)
+            cell.append(handle)
+            pending[handle] = (_kind, callback)
+            return handle
+
+        setattr(loop, name, tracked)
+    loop._happydial_pending = pending  # type: ignore[attr-defined]
 
 
 def _watchers(loop: asyncio.AbstractEventLoop, fd: int) -> dict[str, object]:
@@ -231,6 +264,8 @@ def _leftovers(loop: asyncio.AbstractEventLoop) -> list[str]:
     problems += [f"timer left scheduled: {h!r}" for h in scheduled if not h.cancelled()]
     ready = getattr(loop, "_ready", [])
     problems += [f"callback left ready: {h!r}" for h in ready if not h.cancelled()]
+    pending = getattr(loop, "_happydial_pending", {})  # uvloop's, counted
+    problems += [f"{kind}: {cb!r}" for h, (kind, cb) in pending.items() if not h.cancelled()]
     return problems + _registrations(loop)
 
 

@@ -378,3 +378,18 @@ def test_guard_closing_a_watched_socket_fails_on_uvloop() -> None:
     assert conftest._loop_errors.pop().startswith(
         f"fd {fd} closed while its writer is registered: <function"
     )
+
+
+@pytest.mark.parametrize("schedule", ["call_soon", "call_later", "call_at"])
+def test_guard_a_callback_left_scheduled_fails_the_test(run: Runner[Any], schedule: str) -> None:
+    # uvloop keeps its handles out of Python's view: the guard counts them itself.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        if schedule == "call_soon":
+            loop.call_soon(print, "late")
+        else:
+            getattr(loop, schedule)(60, print, "late")
+
+    left = "callback left ready" if schedule == "call_soon" else "timer left scheduled"
+    with pytest.raises(pytest.fail.Exception, match=f"{left}: .*print"):
+        run(main)
