@@ -2,14 +2,18 @@
 
 Every async test body runs through :func:`_run_checked`, which fails the test if a
 task, a timer, a ready callback or a reader/writer registration is still on the
-loop when the body returns, and pytest's ``filterwarnings = error`` turns an
-unclosed socket's ``ResourceWarning`` into a failure too.
+loop when the body returns (asyncio's loops are read directly; uvloop's are counted
+through wrappers, see :func:`_track_registrations`), and pytest's
+``filterwarnings = error`` turns an unclosed socket's ``ResourceWarning`` into a
+failure too. Closing a socket that a fixture loop still watches fails the test at
+once (:func:`_close_checked`).
 
 Every loop of every test (ours, ``run_virtual``'s, ``asyncio.run``'s, uvloop's)
 reports to :func:`_loop_error`: an exception raised inside a loop callback, or a
 "Task exception was never retrieved", fails the test instead of only being logged.
 Under ``CI=true``, :func:`require` turns a skip for a missing piece of the test
-machine (uvloop, IPv6 loopback, the network lab) into a failure.
+machine (uvloop, IPv6 loopback) into a failure, as the network lab's fixture does.
+A test that hangs fails after the per-test timeout (pyproject: pytest-timeout).
 """
 
 from __future__ import annotations
