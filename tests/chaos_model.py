@@ -16,6 +16,12 @@ Rules modelled:
   ``delay=0``: all at once.
 * ``attempt_timeout``: an attempt pending that long fails with ``TimeoutError``.
 * Socket creation or binding that fails is a failure at the start instant.
+* A connect whose outcome is known when it is called (``unreachable_now``: an
+  unreachable network) fails at the start instant on the writer-callback path
+  (``connect_ex`` answers it); on the task path it fails in the same instant, once
+  the attempt's task runs. On the writer path an exception from the connect
+  (``runtime``, ``bug_connect``) can only come from ``connect_ex``, so there it
+  too happens at the start instant, whatever its delay.
 * Items may be added while the race runs: a due start happens on arrival.
 * The first success wins; a programming error ends the race and propagates; the
   caller's cancellation ends it with ``CancelledError``; when every attempt has
@@ -36,12 +42,24 @@ V6 = int(socket.AF_INET6)
 V4 = int(socket.AF_INET)
 
 # Outcomes of one address, as the fake network plays them.
-CONNECTS = ("connect", "refuse", "reset", "unreachable", "runtime", "hang", "bug_connect")
+CONNECTS = (
+    "connect",
+    "refuse",
+    "reset",
+    "unreachable",
+    "unreachable_now",
+    "runtime",
+    "hang",
+    "bug_connect",
+)
 AT_START = ("factory", "bug_factory")
+# Outcomes the writer path's connect_ex gives at once (see the module docstring).
+WRITER_AT_ONCE = ("unreachable_now", "runtime", "bug_connect")
 ERRNOS = {
     "refuse": errno.ECONNREFUSED,
     "reset": errno.ECONNRESET,
     "unreachable": errno.ENETUNREACH,
+    "unreachable_now": errno.ENETUNREACH,
 }
 LOCAL_V6, LOCAL_V4 = "2001:db8:ffff::1", "192.0.2.254"
 
@@ -209,8 +227,9 @@ class _World:
 
 
 class Model:
-    def __init__(self, sc: Scenario) -> None:
+    def __init__(self, sc: Scenario, path: str) -> None:
         self.sc = sc
+        self.writer = path == "writer"
         self.memo: dict[tuple[object, ...], frozenset[Outcome]] = {}
 
     def outcomes(self) -> frozenset[Outcome]:
@@ -253,7 +272,8 @@ class Model:
         for a in w.pending:
             addr, start = w.starts[a]
             if addr.outcome != "hang":
-                events.append((start + addr.delay, "done", a))
+                delay = 0.0 if addr.outcome == "unreachable_now" else addr.delay
+                events.append((start + delay, "done", a))
             if sc.attempt_timeout is not None:
                 events.append((start + sc.attempt_timeout, "timeout", a))
         more = w.next_batch < len(sc.batches)
@@ -326,11 +346,22 @@ class Model:
                 # Failed at its start: it is the latest, so the next starts at once.
                 w.errors = (*w.errors, (a, sig))
                 continue
+            if self.path_at_start(addr):
+                w.ends = (*w.ends, (a, w.t))  # its connect began and ended
+                if addr.outcome == "bug_connect":
+                    self._finish(w, ("bug", addr.host))
+                    return
+                w.errors = (*w.errors, (a, connect_error_sig(addr)))
+                continue
             w.pending = w.pending | {a}
             if self.sc.delay is None:
                 w.due, w.fired = math.inf, False
             else:
                 w.due, w.fired = w.t + self.sc.delay, self.sc.delay == 0
+
+    def path_at_start(self, addr: Addr) -> bool:
+        """Whether *addr*'s connect outcome comes inside its launch (writer path)."""
+        return self.writer and addr.outcome in WRITER_AT_ONCE
 
     def _fail(self, w: _World, a: int, sig: Sig) -> None:
         w.pending = w.pending - {a}
@@ -362,14 +393,24 @@ class Model:
         return (starts, w.result, _r(w.t), ends)
 
 
-def model_outcomes(sc: Scenario) -> frozenset[Outcome]:
-    return Model(sc).outcomes()
+def model_outcomes(sc: Scenario, path: str = "task") -> frozenset[Outcome]:
+    """Every outcome *sc* may have on the connect *path* ("writer" or "task")."""
+    return Model(sc, path).outcomes()
 
 
 # -- scenarios -------------------------------------------------------------------
 
-_OUTCOMES = ["connect", "refuse", "reset", "unreachable", "runtime", "hang", "factory"]
-_WEIGHTS = [30, 15, 5, 8, 2, 22, 5]
+_OUTCOMES = [
+    "connect",
+    "refuse",
+    "reset",
+    "unreachable",
+    "unreachable_now",
+    "runtime",
+    "hang",
+    "factory",
+]
+_WEIGHTS = [30, 15, 5, 5, 4, 2, 22, 5]
 
 
 def _grid(rng: random.Random, top: int = 10) -> float:

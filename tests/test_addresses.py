@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -423,16 +422,23 @@ _entry_like = st.tuples(
 
 @given(st.lists(st.one_of(_entry_like, _anything), max_size=5), _anything, _anything)
 def test_helpers_raise_only_type_or_value_errors(entries: list[Any], count: Any, addr: Any) -> None:
-    calls: list[Callable[[], object]] = [
-        lambda: interleave_addr_infos(entries, count),
-        lambda: interleave_addr_infos(entries),
-        lambda: pop_addr_infos_interleave(list(entries), count),
-        lambda: remove_addr_infos(list(entries), addr),
-        lambda: addr_to_addr_infos(addr),
+    # Each call, and the arguments its error message may name.
+    calls: list[tuple[Callable[[], object], tuple[str, ...]]] = [
+        (
+            lambda: interleave_addr_infos(entries, count),
+            ("addr_infos", "first_address_family_count"),
+        ),
+        (lambda: interleave_addr_infos(entries), ("addr_infos",)),
+        (lambda: pop_addr_infos_interleave(list(entries), count), ("addr_infos", "interleave")),
+        (lambda: remove_addr_infos(list(entries), addr), ("addr_infos", "addr")),
+        (lambda: addr_to_addr_infos(addr), ("addr",)),
     ]
-    for call in calls:
-        with contextlib.suppress(TypeError, ValueError):
+    for call, names in calls:
+        try:
             call()
+        except (TypeError, ValueError) as exc:
+            message = str(exc)
+            assert any(name in message for name in names), f"{message!r} names none of {names}"
 
 
 @given(

@@ -11,6 +11,12 @@ cancellation at a random instant. The run is checked against the reference model
 contract: exactly one socket escapes on success, every other socket is closed
 exactly once, cancellation propagates, and nothing outlives the call (``vrun``).
 
+Every seed runs on both connect paths (``FakeNetwork(path=...)``): the writer
+callbacks of asyncio's selector loops and uvloop (``connect_ex``, a writer
+registration, ``SO_ERROR``), and a task per attempt. The model is the same, but for
+what the writer path can only do at once (see ``chaos_model``). The run ends with
+the count of races checked per path.
+
 A failure names its seed; rerun it alone with ``HAPPYDIAL_CHAOS_SEEDS=123 pytest
 tests/test_chaos.py`` (a comma-separated list works too). ``HAPPYDIAL_SOAK=1`` runs
 ten times as many seeds.
@@ -28,19 +34,20 @@ import pytest
 
 from happydial import AddrInfoType, failed_addr_infos, start_connection
 from happydial._racer import ConnectRace
-from happydial.testing import FakeNetwork, FakeSocket
+from happydial.testing import FakeNetwork, FakeSocket, Path
 
 from .chaos_model import (
     LOCAL_V4,
     LOCAL_V6,
     V6,
+    WRITER_AT_ONCE,
     Addr,
     Outcome,
     Scenario,
     generate,
     model_outcomes,
 )
-from .conftest import Runner, _leftovers
+from .conftest import CHAOS_RACES, Runner, _leftovers
 
 SOAK = os.environ.get("HAPPYDIAL_SOAK", "") not in ("", "0")
 SEEDS_PER_BLOCK = 500 * (10 if SOAK else 1)
@@ -70,19 +77,26 @@ class Observed:
         self.bugs: dict[str, ValueError] = {}
         self.start_times: dict[str, float] = {}
         self.end_times: dict[str, float] = {}
+        self.path = "task"
 
 
 def install(sc: Scenario, net: FakeNetwork, seen: Observed) -> None:
     """Script the fake network as the scenario says (fresh exception objects per run)."""
     for addr in sc.all_addrs():
         outcome = addr.outcome
+        at_once = outcome == "unreachable_now" or (
+            net.path == "writer" and outcome in WRITER_AT_ONCE
+        )
+        delay = 0.0 if at_once else addr.delay
         if outcome in ("connect", "refuse", "reset", "unreachable"):
-            net.script(addr.host, delay=addr.delay, outcome=outcome)  # type: ignore[arg-type]
+            net.script(addr.host, delay=delay, outcome=outcome)  # type: ignore[arg-type]
+        elif outcome == "unreachable_now":
+            net.script(addr.host, outcome="unreachable", at_once=True)
         elif outcome == "runtime":
-            net.script(addr.host, delay=addr.delay, outcome=RuntimeError("fd in use"))
+            net.script(addr.host, delay=delay, outcome=RuntimeError("fd in use"), at_once=at_once)
         elif outcome == "bug_connect":
             seen.bugs[addr.host] = ValueError(f"bug connecting to {addr.host}")
-            net.script(addr.host, delay=addr.delay, outcome=seen.bugs[addr.host])
+            net.script(addr.host, delay=delay, outcome=seen.bugs[addr.host], at_once=at_once)
         elif outcome == "hang":
             net.script(addr.host, outcome="hang")
         elif outcome == "factory":
@@ -109,13 +123,14 @@ def local_addr_infos(sc: Scenario, net: FakeNetwork) -> list[AddrInfoType] | Non
 WATCHDOG = 10_000.0  # virtual seconds: a race still running then never ends
 
 
-async def run_real(sc: Scenario) -> Observed:
+async def run_real(sc: Scenario, path: Path) -> Observed:
     """Play *sc* on the running virtual loop; times are relative to the call's start."""
     seen = Observed()
     loop = asyncio.get_running_loop()
     base = loop.time()
-    net = FakeNetwork(loop)
+    net = FakeNetwork(loop, path=path)
     seen.net = net
+    seen.path = path
     install(sc, net, seen)
     local = local_addr_infos(sc, net)
 
@@ -259,31 +274,33 @@ def check(seed: int, sc: Scenario, expected: frozenset[Outcome], seen: Observed)
         )
         pytest.fail(
             f"chaos seed {seed} failed: {exc}\n"
-            f"rerun: HAPPYDIAL_CHAOS_SEEDS={seed} pytest tests/test_chaos.py\n"
+            f"rerun: HAPPYDIAL_CHAOS_SEEDS={seed} pytest tests/test_chaos.py -k {seen.path}\n"
             f"{sc.describe()}\nobserved: {observed}\nmodel:\n"
             + "\n".join(f"  {o}" for o in sorted(expected, key=repr)[:8])
         )
 
 
-def run_seeds(vrun: Runner[Any], seeds: list[int]) -> None:
+def run_seeds(vrun: Runner[Any], seeds: list[int], path: Path) -> None:
     """Run the seeds' races one after another on one virtual loop, each checked alone."""
     cases = [(seed, generate(seed)) for seed in seeds]
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for seed, sc in cases:
-            expected = model_outcomes(sc)
-            seen = await run_real(sc)
+            expected = model_outcomes(sc, path)
+            seen = await run_real(sc, path)
             problems = _leftovers(loop)  # the vrun guard, after every race
             assert not problems, f"seed {seed} left things behind: {problems}"
             check(seed, sc, expected, seen)
+            CHAOS_RACES[path] += 1
 
     vrun(main)
 
 
+@pytest.mark.parametrize("path", ["writer", "task"])
 @pytest.mark.parametrize("seeds", SEED_BLOCKS, ids=lambda s: f"seeds{s[0]}-{s[-1]}")
-def test_chaos(vrun: Runner[Any], seeds: list[int]) -> None:
-    run_seeds(vrun, seeds)
+def test_chaos(vrun: Runner[Any], seeds: list[int], path: Path) -> None:
+    run_seeds(vrun, seeds, path)
 
 
 def test_generator_covers_the_interesting_cases() -> None:
@@ -295,6 +312,7 @@ def test_generator_covers_the_interesting_cases() -> None:
         "refuse",
         "reset",
         "unreachable",
+        "unreachable_now",
         "runtime",
         "hang",
         "factory",

@@ -11,7 +11,7 @@ import pytest
 
 import happydial
 from happydial import AddrInfoType, connect
-from happydial.testing import FakeNetwork, FakeSocket, Outcome
+from happydial.testing import FakeNetwork, FakeSocket, Outcome, Path
 
 from .conftest import Runner
 
@@ -152,10 +152,12 @@ CASES = {
 }
 
 
-def run_case(vrun: Runner[Any], case: Case) -> tuple[Any, float, FakeNetwork, ScriptedResolver]:
+def run_case(
+    vrun: Runner[Any], case: Case, path: Path = "task"
+) -> tuple[Any, float, FakeNetwork, ScriptedResolver]:
     async def main() -> tuple[Any, float, FakeNetwork, ScriptedResolver]:
         loop = asyncio.get_running_loop()
-        net = FakeNetwork(loop)
+        net = FakeNetwork(loop, path=path)
         for host, (delay, outcome) in case.hosts.items():
             net.script(host, delay=delay, outcome=outcome)
         resolver = ScriptedResolver(case.answers)
@@ -175,10 +177,12 @@ def run_case(vrun: Runner[Any], case: Case) -> tuple[Any, float, FakeNetwork, Sc
     return outcome
 
 
+# Both connect paths, against the same expected times (see tests/test_racer.py).
+@pytest.mark.parametrize("path", ["writer", "task"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_case(vrun: Runner[Any], name: str) -> None:
+def test_case(vrun: Runner[Any], name: str, path: Path) -> None:
     case = CASES[name]
-    result, end, net, resolver = run_case(vrun, case)
+    result, end, net, resolver = run_case(vrun, case, path)
     if isinstance(result, FakeSocket):
         result.close()
     assert list(net.start_times) == list(case.starts), "start order"

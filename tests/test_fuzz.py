@@ -4,8 +4,9 @@ Each function of ``happydial.__all__`` gets arbitrary objects (and near-valid on
 addr_infos with one field wrong, IP literals with a bad zone, NaN delays...). It must
 return a correct result or raise TypeError/ValueError whose message names the
 argument, never another exception, and never leave a socket open. The async
-functions run on a virtual-clock loop whose ``sock_connect`` is fake and whose
-sockets come from :class:`FakeNetwork`, and host names only reach fake resolvers:
+functions run on a virtual-clock loop with a :class:`FakeNetwork` (the racing ones on
+both connect paths: writer callbacks and a task per attempt), and host names only
+reach fake resolvers:
 no real DNS lookup or connect ever happens. ``getaddrinfo_resolver`` is left out
 on purpose: it is the one function whose job is a real DNS lookup.
 ``HAPPYDIAL_SOAK=1`` runs ten times as many examples.
@@ -35,7 +36,8 @@ from happydial import (
     pop_addr_infos_interleave,
     remove_addr_infos,
 )
-from happydial.testing import FakeNetwork, VirtualClockLoop
+from happydial._errors import tag_error
+from happydial.testing import FakeNetwork, Path, VirtualClockLoop
 
 from .conftest import _leftovers, open_fds
 
@@ -267,12 +269,45 @@ def test_remove_addr_infos(addr_infos: Any, addr: Any) -> None:
 
 @FUZZ
 @given(error=st.one_of(anything, st.sampled_from([OSError(), ValueError("x")])))
-def test_failed_addr_infos(error: Any) -> None:
+def test_failed_addr_infos_of_untagged_errors(error: Any) -> None:
     if isinstance(error, BaseException):
         assert failed_addr_infos(error) == []
     else:
         with pytest.raises(TypeError, match="error must be an exception"):
             failed_addr_infos(error)
+
+
+ERROR_TYPES = [OSError, ConnectionRefusedError, TimeoutError, RuntimeError, ValueError]
+# An attempt's error: its type, and the addr_info it is tagged with (None: untagged).
+attempt_errors = st.tuples(st.sampled_from(ERROR_TYPES), st.one_of(st.none(), good_addr_infos))
+
+
+@FUZZ
+@given(
+    shape=st.sampled_from(["alone", "group", "cause"]),
+    members=st.lists(attempt_errors, min_size=1, max_size=5),
+)
+def test_failed_addr_infos_of_tagged_errors(shape: str, members: list[Any]) -> None:
+    # Shaped as the racer raises them: one error; a group (all_errors=True); an
+    # OSError caused by the group. The answer is every tag, in attempt order.
+    errors = []
+    for error_type, addr_info in members:
+        error = error_type("attempt failed")
+        if addr_info is not None:
+            tag_error(error, addr_info)
+        errors.append(error)
+    if shape == "alone":
+        errors = errors[:1]
+    expected = [a for _, a in members[: len(errors)] if a is not None]
+    raised: BaseException = errors[0]
+    if shape != "alone":
+        group = BaseExceptionGroup("Multiple exceptions", errors)
+        raised = group
+        if shape == "cause":
+            raised = OSError("Multiple exceptions")
+            raised.__cause__ = group
+    event(f"{shape}, {len(expected)} tagged")
+    assert failed_addr_infos(raised) == expected
 
 
 HISTORY_OPTIONS = [
@@ -429,15 +464,11 @@ def test_address_history_from_json(data: Any) -> None:
 class Harness:
     """A virtual loop whose connects are fake and succeed after 10 ms, to any address."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path = "task") -> None:
         self.loop = VirtualClockLoop()
-        self.net = FakeNetwork(self.loop)
+        self.net = FakeNetwork(self.loop, path=path)
+        self.net.script("*", delay=0.01)
         self.peers: list[socket.socket] = []
-
-        async def fake_connect(sock: socket.socket, address: Any) -> None:
-            await asyncio.sleep(0.01)
-
-        self.loop.sock_connect = fake_connect  # type: ignore[method-assign]
 
     def pair_factory(self, addr_info: Any) -> socket.socket:  # noqa: ARG002
         """A connected AF_UNIX stream socket: enough for asyncio's transports."""
@@ -472,11 +503,11 @@ def test_connect_unhashable_family() -> None:
     harness.run(lambda: main(harness))
 
 
-def fuzz_call(run: Callable[[Harness], Any], names: list[str]) -> None:
+def fuzz_call(run: Callable[[Harness], Any], names: list[str], path: Path = "task") -> None:
     # No gc.collect() here (it would cost most of the run): a closed socket frees its
     # descriptor at once, so the count below needs none; an unclosed one is the bug.
     before = open_fds()
-    harness = Harness()
+    harness = Harness(path)
     failure: Exception | None = None
     try:
         harness.run(lambda: run(harness))
@@ -530,6 +561,10 @@ START_KW = {
 }
 
 
+PATHS: list[Path] = ["writer", "task"]
+
+
+@pytest.mark.parametrize("path", PATHS)
 @FUZZ_ASYNC
 @given(
     addr_infos=addr_info_lists,
@@ -539,7 +574,7 @@ START_KW = {
     history=histories,
 )
 def test_start_connection(
-    addr_infos: Any, kwargs: dict[str, Any], factory: Any, trace: Any, history: Any
+    path: Path, addr_infos: Any, kwargs: dict[str, Any], factory: Any, trace: Any, history: Any
 ) -> None:
     async def main(h: Harness) -> None:
         sock = await happydial.start_connection(
@@ -554,7 +589,7 @@ def test_start_connection(
         sock.close()
 
     names = ["addr_infos", "socket_factory", "trace", "history", *kwargs]
-    fuzz_call(main, names)
+    fuzz_call(main, names, path)
 
 
 class FakeResolver:
@@ -595,6 +630,7 @@ CONNECT_KW = {
 }
 
 
+@pytest.mark.parametrize("path", PATHS)
 @FUZZ_ASYNC
 @given(
     host=st.one_of(hosts, scalars),
@@ -608,6 +644,7 @@ CONNECT_KW = {
     history=histories,
 )
 def test_connect(
+    path: Path,
     host: Any,
     port: Any,
     kwargs: dict[str, Any],
@@ -636,7 +673,7 @@ def test_connect(
 
     names = ["host", "port", "resolver", "socket_factory", "trace", "history", *kwargs]
     names += ["resolver result"]
-    fuzz_call(main, names)
+    fuzz_call(main, names, path)
 
 
 WRAPPER_KW = {

@@ -30,7 +30,7 @@ import pytest
 import happydial
 from happydial import AddrInfoType, failed_addr_infos, remove_addr_infos, start_connection
 
-from .conftest import Runner
+from .conftest import Runner, machine_has
 from .integration_helpers import ai, dead, has_ipv6_loopback, make_certificate, refusing, settle
 
 pytest.importorskip("aiohttp")
@@ -40,8 +40,8 @@ import aiohttp.connector
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-IPV6 = has_ipv6_loopback()
-needs_ipv6 = pytest.mark.skipif(not IPV6, reason="no IPv6 loopback")
+IPV6 = machine_has(has_ipv6_loopback(), "no IPv6 loopback")
+needs_ipv6 = pytest.mark.usefixtures("ipv6_loopback")
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 

@@ -22,7 +22,7 @@ import pytest
 
 from happydial import AddrInfoType, AttemptStarted, TraceEvent, start_connection
 
-from .conftest import Runner
+from .conftest import Runner, machine_has
 from .integration_helpers import (
     ai,
     dual_stack_port,
@@ -77,7 +77,7 @@ class FakeClock:
 @contextlib.contextmanager
 def _localhost_port() -> Iterator[int]:
     """A listening port on every loopback address "localhost" may resolve to."""
-    if has_ipv6_loopback():
+    if machine_has(has_ipv6_loopback(), "no IPv6 loopback"):
         with dual_stack_port() as port:
             yield port
     else:  # pragma: no cover - machines without IPv6 loopback

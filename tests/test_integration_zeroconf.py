@@ -27,7 +27,7 @@ from happydial import (
 )
 
 from .conftest import Runner
-from .integration_helpers import dual_stack_port, has_ipv6_loopback
+from .integration_helpers import dual_stack_port
 
 pytest.importorskip("zeroconf")
 
@@ -46,7 +46,7 @@ def _loopback_interface() -> tuple[str, int]:
 
 
 LO_NAME, LO_INDEX = _loopback_interface()
-needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+needs_ipv6 = pytest.mark.usefixtures("ipv6_loopback")
 
 
 def _service(port: int, addresses: list[str]) -> AsyncServiceInfo:

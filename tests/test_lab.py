@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-import happydial
-
+from .conftest import require, uvloop
 from .lab.netns import DEAD, PORT, Lab, LabUnavailableError, Rule
 
 pytestmark = pytest.mark.lab
@@ -52,16 +51,9 @@ def lab() -> Iterator[Lab]:
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop_name(request: pytest.FixtureRequest) -> str:
     if request.param == "uvloop":
-        pytest.importorskip("uvloop")
+        require(uvloop is not None, "uvloop is not installed")
     name: str = request.param
     return name
-
-
-@pytest.fixture
-def connect_available() -> None:
-    # Guard until happydial.connect lands; remove once it exists.
-    if not hasattr(happydial, "connect"):
-        pytest.skip("happydial.connect not available yet")
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -260,7 +252,6 @@ def dual_stack_zone(
     }
 
 
-@pytest.mark.usefixtures("connect_available")
 def test_aaaa_slow_a_fast_ipv4_after_resolution_delay(lab: Lab, loop_name: str) -> None:
     (v6,), (v4,) = lab.allocate(v6=1, v4=1)
     host = f"aaaa-slow-{loop_name}.lab.test"
@@ -270,7 +261,6 @@ def test_aaaa_slow_a_fast_ipv4_after_resolution_delay(lab: Lab, loop_name: str) 
     assert_won(report, v4, RESOLUTION_DELAY + RTT)
 
 
-@pytest.mark.usefixtures("connect_available")
 def test_a_slow_aaaa_fast_ipv6_at_once(lab: Lab, loop_name: str) -> None:
     (v6,), (v4,) = lab.allocate(v6=1, v4=1)
     host = f"a-slow-{loop_name}.lab.test"
@@ -280,7 +270,6 @@ def test_a_slow_aaaa_fast_ipv6_at_once(lab: Lab, loop_name: str) -> None:
     assert_won(report, v6, RTT)
 
 
-@pytest.mark.usefixtures("connect_available")
 def test_aaaa_dead_address_ipv4_after_delay(lab: Lab, loop_name: str) -> None:
     (v6,), (v4,) = lab.allocate(v6=1, v4=1)
     host = f"aaaa-dead-{loop_name}.lab.test"
@@ -289,7 +278,6 @@ def test_aaaa_dead_address_ipv4_after_delay(lab: Lab, loop_name: str) -> None:
     assert_won(report, v4, DELAY + RTT)
 
 
-@pytest.mark.usefixtures("connect_available")
 def test_both_families_fast_ipv6_wins(lab: Lab, loop_name: str) -> None:
     (v6,), (v4,) = lab.allocate(v6=1, v4=1)
     host = f"both-fast-{loop_name}.lab.test"
@@ -298,7 +286,6 @@ def test_both_families_fast_ipv6_wins(lab: Lab, loop_name: str) -> None:
     assert_won(report, v6, RTT)
 
 
-@pytest.mark.usefixtures("connect_available")
 @pytest.mark.parametrize(
     ("failing", "answer"),
     [("AAAA", "NXDOMAIN"), ("AAAA", "empty"), ("A", "NXDOMAIN"), ("A", "empty")],
@@ -316,7 +303,6 @@ def test_one_family_fails_to_resolve_the_other_wins(
     assert_won(report, v4 if failing == "AAAA" else v6, RTT)
 
 
-@pytest.mark.usefixtures("connect_available")
 @pytest.mark.parametrize("answer", ["NXDOMAIN", "empty"])
 def test_both_families_fail_to_resolve(lab: Lab, loop_name: str, answer: str) -> None:
     host = f"nothing-{answer}-{loop_name}.lab.test".lower()
@@ -332,7 +318,6 @@ def test_both_families_fail_to_resolve(lab: Lab, loop_name: str, answer: str) ->
     assert_no_leak(report)
 
 
-@pytest.mark.usefixtures("connect_available")
 def test_hosts_file_name_ipv6_dead_ipv4_after_delay(lab: Lab, loop_name: str) -> None:
     (v6,), (v4,) = lab.allocate(v6=1, v4=1)
     host = f"hosts-file-{loop_name}.lab.test"

@@ -3,6 +3,9 @@
 Each scenario is a table of addresses with (delay, outcome) as the fake network
 answers them. We assert the loop time at which every attempt started, the winner,
 the time the call returned, and that every losing socket was closed exactly once.
+Every scenario runs on both connect paths (``FakeNetwork(path=...)``): the writer
+callbacks that asyncio's selector loops and uvloop take, and the task per attempt
+of other loops, against the same expected times.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import math
+import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +22,8 @@ import pytest
 
 import happydial
 from happydial import AddrInfoType, failed_addr_infos, start_connection
-from happydial.testing import FakeNetwork, FakeSocket, Outcome
+from happydial._sockets import uses_writer_callbacks
+from happydial.testing import FakeNetwork, FakeSocket, Outcome, Path
 
 from .conftest import Runner
 
@@ -32,9 +37,13 @@ def ai(host: str, port: int = 80) -> AddrInfoType:
     return (socket.AF_INET, STREAM, TCP, "", (host, port))
 
 
+PATHS: list[Path] = ["writer", "task"]
+
+
 @dataclass
 class Scenario:
-    hosts: list[tuple[str, float, Outcome]]
+    # (host, seconds until the outcome or NOW, outcome)
+    hosts: list[tuple[str, float | None, Outcome]]
     kwargs: dict[str, Any]
     starts: dict[str, float]
     winner: str | None
@@ -46,6 +55,7 @@ class Scenario:
 A6, B6, C6 = "2001:db8::a", "2001:db8::b", "2001:db8::c"
 A4, B4, C4 = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 HANG = math.inf
+NOW = None  # the outcome is known when the connect is called (connect_ex answers it)
 
 SCENARIOS = {
     "first wins at once": Scenario(
@@ -190,6 +200,28 @@ SCENARIOS = {
         A4,
         0.2,
     ),
+    "an unreachable network fails at once, and the next starts at once": Scenario(
+        [(A6, NOW, "unreachable"), (B6, 0.1, "refuse"), (A4, 0.05, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0},
+        A4,
+        0.05,
+    ),
+    "a connect that succeeds at once wins at once": Scenario(
+        [(A6, HANG, "hang"), (A4, NOW, "connect"), (B6, 0.01, "connect")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.25},
+        A4,
+        0.25,
+    ),
+    "an attempt failing at once with every other failed ends the race": Scenario(
+        [(A6, 0.1, "refuse"), (A4, NOW, "unreachable")],
+        {"happy_eyeballs_delay": 0.25},
+        {A6: 0, A4: 0.1},
+        None,
+        0.1,
+        error="Multiple exceptions",
+    ),
     "a single refused address raises its own error": Scenario(
         [(A4, 0.2, "refuse")],
         {"happy_eyeballs_delay": 0.25},
@@ -201,13 +233,13 @@ SCENARIOS = {
 }
 
 
-def run_scenario(vrun: Runner[Any], scenario: Scenario) -> tuple[Any, float]:
+def run_scenario(vrun: Runner[Any], scenario: Scenario, path: Path = "task") -> tuple[Any, float]:
     async def main() -> tuple[Any, float]:
         loop = asyncio.get_running_loop()
-        net = FakeNetwork(loop)
+        net = FakeNetwork(loop, path=path)
         scenario.network = net
         for host, delay, outcome in scenario.hosts:
-            net.script(host, delay=delay, outcome=outcome)
+            net.script(host, delay=delay or 0.0, outcome=outcome, at_once=delay is NOW)
         addr_infos = [ai(h) for h, _, _ in scenario.hosts]
         try:
             sock = await start_connection(
@@ -221,10 +253,11 @@ def run_scenario(vrun: Runner[Any], scenario: Scenario) -> tuple[Any, float]:
     return outcome
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_scenario(vrun: Runner[Any], name: str) -> None:
+def test_scenario(vrun: Runner[Any], name: str, path: Path) -> None:
     scenario = SCENARIOS[name]
-    result, end = run_scenario(vrun, scenario)
+    result, end = run_scenario(vrun, scenario, path)
     net = scenario.network
     assert net is not None
     assert net.start_times == pytest.approx(scenario.starts)
@@ -803,5 +836,76 @@ def test_a_link_local_address_without_scope_fails_clearly(vrun: Runner[Any]) -> 
             entry = (socket.AF_INET6, STREAM, TCP, "", scoped)
             sock = await start_connection([entry], socket_factory=net.socket_factory)
             sock.close()
+
+    vrun(main)
+
+
+# ---------------------------------------------------------------------------
+# The path users get
+# ---------------------------------------------------------------------------
+
+
+def test_selector_loops_and_uvloop_take_the_writer_path(run: Runner[Any]) -> None:
+    # The fast path (and the speed figures in docs/performance.md) exists only while
+    # asyncio's selector loops and uvloop are recognised: a rename upstream must fail
+    # here, not fall back to a task per attempt in silence. On the writer path the
+    # racer calls the socket's own connect_ex; loop.sock_connect never does.
+    calls: list[tuple[Any, ...]] = []
+
+    class Recording(socket.socket):
+        def connect_ex(self, address: Any) -> int:
+            calls.append(address)
+            return super().connect_ex(address)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert uses_writer_callbacks(loop)
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            port = server.getsockname()[1]
+            sock = await start_connection(
+                [ai("127.0.0.1", port)], socket_factory=lambda _: Recording()
+            )
+            assert sock.getpeername() == ("127.0.0.1", port)
+            sock.close()
+        assert calls == [("127.0.0.1", port)]
+
+    run(main)
+
+
+# Defects of the writer path that FakeNetwork(path="writer") shows, being fixed in
+# _sockets.py under issue 12: strict xfails, so the fix must remove the marker.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 item 6: an immediate connect_ex failure loses the OS's strerror",
+)
+def test_an_immediate_failure_keeps_the_os_reason(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop(), path="writer")
+        net.script(A4, outcome="unreachable", at_once=True)
+        with pytest.raises(OSError) as info:
+            await start_connection([ai(A4)], socket_factory=net.socket_factory)
+        assert info.value.errno == errno.ENETUNREACH
+        assert info.value.strerror is not None
+        assert info.value.strerror.startswith(os.strerror(errno.ENETUNREACH))
+
+    vrun(main)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 item 8: a %zone link-local host reaches connect_ex unresolved (EINVAL)",
+)
+def test_a_zone_in_the_host_is_resolved_on_the_writer_path(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop(), path="writer")
+        net.script("fe80::1%lo", delay=0.01)
+        entry = (socket.AF_INET6, STREAM, TCP, "", ("fe80::1%lo", 80, 0, 0))
+        sock = await start_connection([entry], socket_factory=net.socket_factory)
+        assert isinstance(sock, FakeSocket)
+        sock.close()
+        # What the kernel needs: the bare address, and the interface as scope id.
+        assert sock.connect_address == ("fe80::1", 80, 0, socket.if_nametoindex("lo"))
 
     vrun(main)

@@ -129,14 +129,19 @@ def test_caller_cancellation(vrun: Runner[Any]) -> None:
     vrun(main)
 
 
-def test_simultaneous_success_keeps_none(vrun: Runner[Any]) -> None:
+def test_simultaneous_success_is_cancelled(vrun: Runner[Any]) -> None:
+    # Both return at exactly 0.5 (binary fractions: no rounding). The first reported
+    # wins, and the other is cancelled like any loser: its entry is CancelledError.
     async def main() -> None:
         log: list[tuple[str, float]] = []
         result, index, exceptions = await staggered_race(
-            [attempt(log, "a", 0.3, "a"), attempt(log, "b", 0.2, "b")], 0.1
+            [attempt(log, "a", 0.5, "a"), attempt(log, "b", 0.25, "b")], 0.25
         )
         assert (result, index) == ("a", 0)
-        assert exceptions[1] is None or isinstance(exceptions[1], asyncio.CancelledError)
+        assert log == [("a", 0.0), ("b", 0.25)]
+        assert exceptions[0] is None
+        assert type(exceptions[1]) is asyncio.CancelledError
+        assert asyncio.get_running_loop().time() == 0.5
 
     vrun(main)
 

@@ -27,7 +27,8 @@ import pytest
 
 from happydial import AddrInfoType, failed_addr_infos, start_connection
 
-from .conftest import Runner, _leftovers, open_fds
+from .conftest import Runner, _leftovers, machine_has, open_fds
+from .integration_helpers import has_ipv6_loopback
 
 SOAK = os.environ.get("HAPPYDIAL_SOAK", "") not in ("", "0")
 RACES_PER_LOOP = 10_000 * (10 if SOAK else 1)
@@ -70,15 +71,6 @@ def _listener(family: int, host: str, backlog: int) -> socket.socket:
     return srv
 
 
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:  # pragma: no cover - depends on the machine
-        return False
-    return True
-
-
 @pytest.fixture
 def targets() -> Iterator[Targets]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -86,7 +78,7 @@ def targets() -> Iterator[Targets]:
     if soft < want:  # pragma: no cover - depends on the machine
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     families = [(socket.AF_INET, "127.0.0.1", "127.0.0.2", "127.0.0.3")]
-    if _has_ipv6():
+    if machine_has(has_ipv6_loopback(), "no IPv6 loopback"):
         families.append((socket.AF_INET6, "::1", "::1", "::1"))
     t = Targets()
     live_listeners = []
