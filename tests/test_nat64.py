@@ -887,3 +887,17 @@ def test_fuzz_discovery_configuration(
         configure = lambda: nat64.configure(prefixes, lifetime=lifetime)  # noqa: E731
         outcome = call_pure(configure, ["prefix", "lifetime"])
         assert outcome is None or isinstance(outcome, Exception)
+
+
+@pytest.mark.parametrize(
+    ("ipv4", "reason"),
+    [
+        ("10.1.2.3", "private-use (RFC 1918)"),
+        ("192.0.0.8", "IETF protocol assignments (RFC 6890)"),
+        ("192.0.0.9", None),  # global anycast inside a non-global block
+        ("192.0.0.10", None),
+        ("8.8.8.8", None),
+    ],
+)
+def test_non_global_reason(ipv4: str, reason: str | None) -> None:
+    assert non_global_reason(ipaddress.IPv4Address(ipv4)) == reason

@@ -872,14 +872,9 @@ def test_selector_loops_and_uvloop_take_the_writer_path(run: Runner[Any]) -> Non
     run(main)
 
 
-# Defects of the writer path that FakeNetwork(path="writer") shows, being fixed in
-# _sockets.py under issue 12: strict xfails, so the fix must remove the marker.
+# Defects of the writer path that FakeNetwork(path="writer") showed (issue 12).
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 6: an immediate connect_ex failure loses the OS's strerror",
-)
 def test_an_immediate_failure_keeps_the_os_reason(vrun: Runner[Any]) -> None:
     async def main() -> None:
         net = FakeNetwork(asyncio.get_running_loop(), path="writer")
@@ -893,10 +888,6 @@ def test_an_immediate_failure_keeps_the_os_reason(vrun: Runner[Any]) -> None:
     vrun(main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 8: a %zone link-local host reaches connect_ex unresolved (EINVAL)",
-)
 def test_a_zone_in_the_host_is_resolved_on_the_writer_path(vrun: Runner[Any]) -> None:
     async def main() -> None:
         net = FakeNetwork(asyncio.get_running_loop(), path="writer")

@@ -1011,3 +1011,18 @@ def test_aiodns_error_without_arguments_is_mapped(monkeypatch: pytest.MonkeyPatc
         resolver._channels.clear()
 
     asyncio.run(main())
+
+
+def test_a_lookup_waits_for_a_finishing_thread_rather_than_start_another() -> None:
+    # A thread whose C call returned is handing its answer back and looks at the
+    # queue next: a lookup submitted meanwhile waits for it (no second thread).
+    pool = happydial._resolver._Pool(happydial.ResolverPoolSettings())
+    pool.finishing = 1
+
+    def job() -> None:
+        return None
+
+    pool.submit(job)
+    assert list(pool.queue) == [job]
+    assert pool.threads == set()
+    assert pool.started == 0
