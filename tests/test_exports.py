@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import types
+from pathlib import Path
 
 import happydial
 
@@ -42,3 +44,18 @@ def test_star_import_gives_exactly_all() -> None:
     exec("from happydial import *", namespace)  # noqa: S102 - the star import is what is tested
     namespace.pop("__builtins__")
     assert set(namespace) == set(happydial.__all__)
+
+
+_DIRECTIVE = re.compile(
+    r"^\.\. (?:auto(?:function|class|data|exception)|py:(?:data|class|function)):: "
+    r"(?:happydial\.)?(?P<name>\w+)",
+    re.MULTILINE,
+)
+
+
+def test_every_public_name_is_documented() -> None:
+    # The API reference, or for the NAT64 names for now their guide, describes each name.
+    docs = Path(__file__).parent.parent / "docs"
+    pages = [docs / "api.md", *sorted((docs / "guides").glob("*.md"))]
+    documented = {m["name"] for page in pages for m in _DIRECTIVE.finditer(page.read_text())}
+    assert set(happydial.__all__) - documented == set()

@@ -37,6 +37,7 @@ MODULES = [
     "dataclasses",
     "errno",
     "ipaddress",
+    "os",
     "selectors",
     "socket",
     "ssl",
@@ -45,6 +46,9 @@ MODULES = [
     "types",
     "typing",
 ]
+
+#: Documented names a module's ``__all__`` leaves out.
+NOT_IN_ALL = {"os": ("PathLike",)}
 
 #: asyncio is documented on one page per topic; a name's page follows the submodule
 #: that defines it.
@@ -121,6 +125,7 @@ def _module(module: str) -> Iterator[Entry]:
     mod = importlib.import_module(module)
     yield module, "py:module", f"library/{module}.html#module-{module}"
     public = getattr(mod, "__all__", None) or [n for n in dir(mod) if not n.startswith("_")]
+    public = [*public, *NOT_IN_ALL.get(module, ())]
     for attr in public:
         with warnings.catch_warnings():  # deprecated names (typing.ByteString) still link
             warnings.simplefilter("ignore", DeprecationWarning)
