@@ -12,6 +12,7 @@ Figures, best of 7 repeats (microseconds per call):
 
 from __future__ import annotations
 
+import functools
 import socket
 import sys
 import timeit
@@ -37,6 +38,10 @@ def _best_us(stmt: Callable[[], object], number: int) -> float:
     return min(timeit.repeat(stmt, number=number, repeat=7)) / number * 1e6
 
 
+def _sorting(infos: list[AddrInfoType], sources: happydial.SourcesType) -> Callable[[], object]:
+    return functools.partial(happydial.sort_addr_infos, infos, sources=sources)
+
+
 def main() -> None:
     """Time each operation and print a Markdown table."""
     rows: list[tuple[str, float]] = []
@@ -46,26 +51,15 @@ def main() -> None:
         mapping = {ai[4][0]: cache(ai) for ai in infos}
         number = 20_000 if count == 2 else 5_000
         rows += [
-            (
-                f"sort {count}, mapping",
-                _best_us(
-                    lambda i=infos, m=mapping: happydial.sort_addr_infos(i, sources=m), number
-                ),
-            ),
-            (
-                f"sort {count}, warm cache",
-                _best_us(lambda i=infos, c=cache: happydial.sort_addr_infos(i, sources=c), number),
-            ),
+            (f"sort {count}, mapping", _best_us(_sorting(infos, mapping), number)),
+            (f"sort {count}, warm cache", _best_us(_sorting(infos, cache), number)),
             (
                 f"sort {count}, a probe per address",
-                _best_us(
-                    lambda i=infos: happydial.sort_addr_infos(i, sources=happydial.probe_source),
-                    number // 10,
-                ),
+                _best_us(_sorting(infos, happydial.probe_source), number // 10),
             ),
             (
                 f"interleave {count} (for scale)",
-                _best_us(lambda i=infos: happydial.interleave_addr_infos(i), number),
+                _best_us(functools.partial(happydial.interleave_addr_infos, infos), number),
             ),
         ]
     one = _addresses(2)[1]
