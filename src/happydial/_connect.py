@@ -115,9 +115,14 @@ class _Feeder:
         fresh = self._fresh(addr_infos or ())
         if self.last_resort is not None:
             fresh = self.last_resort.take(family, fresh)  # IPv4 with no IPv4 path: NAT64
+        self._arrived(family, fresh)
+
+    def _arrived(self, family: int, fresh: list[AddrInfoType]) -> None:
+        """Feed new addresses of *family*, or hold them for the resolution delay."""
         if fresh and self.waiting and self._should_wait(family, fresh):
-            self.held = fresh
-            self.timer = loop.call_later(self.resolution_delay, self._release)
+            self.held = [*self.held, *fresh]
+            if self.timer is None:
+                self.timer = self.race.loop.call_later(self.resolution_delay, self._release)
         else:
             self._feed(fresh + self._take_held())
         if not self.waiting:
@@ -136,12 +141,18 @@ class _Feeder:
                 fresh.append(entry)
         return fresh
 
-    def feed_late(self, key: int, addr_infos: list[AddrInfoType]) -> None:
-        """Entries that were awaited under *key* besides the lookups (synthesised ones)."""
+    def feed_late(
+        self, key: int, synthesised: list[AddrInfoType], given_back: list[AddrInfoType]
+    ) -> None:
+        """Feed what was awaited under *key* besides the lookups.
+
+        *synthesised*: IPv6 entries, new unless a lookup answered them too;
+        *given_back*: IPv4 answers as they were (already seen; while AAAA is
+        pending they wait the resolution delay, as any A answer).
+        """
         self.waiting.discard(key)
-        self._feed(self._fresh(addr_infos) + self._take_held())
-        if not self.waiting:
-            self.race.stop_feeding()
+        fresh = self._fresh(synthesised)
+        self._arrived(socket.AF_INET if given_back else socket.AF_INET6, fresh + given_back)
 
     def _should_wait(self, family: int, fresh: list[AddrInfoType]) -> bool:
         """Whether to hold an answer for the resolution delay, for the other family."""
@@ -445,7 +456,7 @@ async def connect(
     feeder.lookups = [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
     try:
         sock, _ = await race.connect(all_errors=all_errors)
-    except OSError as exc:
+    except (OSError, ExceptionGroup) as exc:  # a group (all_errors=True) means attempts
         explain(synthesis, exc)
         if race.started:
             raise
@@ -480,7 +491,7 @@ async def _connect_literal(
     race.add(literal)
     try:
         sock, _ = await race.connect(all_errors=all_errors)
-    except OSError as exc:
+    except (OSError, ExceptionGroup) as exc:  # a group: all_errors=True
         explain(synthesis, exc)
         raise
     return sock

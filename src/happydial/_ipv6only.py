@@ -204,12 +204,13 @@ class LastResort:
     feeds the synthesised entries back when they are due (see the module notes).
     """
 
-    __slots__ = ("feeder", "native", "ready", "synthesis", "task", "timer")
+    __slots__ = ("feeder", "native", "native_at", "ready", "synthesis", "task", "timer")
 
     def __init__(self, feeder: _Feeder, synthesis: Synthesis) -> None:
         self.feeder = feeder
         self.synthesis = synthesis
         self.native: bool | None = None  # did the AAAA lookup give addresses? None: not yet
+        self.native_at = 0.0  # when it did: the native attempts start then
         self.ready: list[AddrInfoType] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -217,7 +218,10 @@ class LastResort:
     def take(self, family: int, fresh: list[AddrInfoType]) -> list[AddrInfoType]:
         """The part of a lookup's *fresh* answer to feed now; keeps the rest."""
         if family == socket.AF_INET6:
-            self.native = bool(fresh) or bool(self.native)
+            if fresh:
+                self.native, self.native_at = True, self.feeder.race.loop.time()
+            else:
+                self.native = bool(self.native)
             if self.ready is not None:
                 self._schedule()
             return fresh
@@ -237,19 +241,16 @@ class LastResort:
             if being_cancelled():
                 raise
             prefixes = ()  # the discovery was cancelled by another of its callers
-        except BaseException as exc:
-            if not being_cancelled():
-                self.feeder.race.report_bug(exc)
-            elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            return
-        if being_cancelled():
-            return  # the race ended while the discovery answered
-        try:
-            self.ready = self.synthesis.synthesize(ipv4, prefixes)
-            self._schedule()
-        except BaseException as exc:  # noqa: BLE001 - a trace that raised: the race raises it
+        except Exception as exc:  # noqa: BLE001 - a resolver bug, raised by the race (if still on)
             self.feeder.race.report_bug(exc)
+            return
+        # A cancellation that comes as the discovery answers is raised by the await;
+        # a trace that raises in synthesize() ends the race through emit().
+        self.ready = self.synthesis.synthesize(ipv4, prefixes)
+        if prefixes:
+            self._schedule()
+        else:
+            self._release()  # nothing synthesised: race them as they are, failing at once
 
     def _schedule(self) -> None:
         """Release the synthesised entries now, or arm the last-resort timer."""
@@ -258,14 +259,20 @@ class LastResort:
             self.timer = None
         if self.native is False:
             self._release()  # the name has no usable AAAA: nothing to wait for
-        else:
-            delay = self.synthesis.use.delay
-            self.timer = self.feeder.race.loop.call_later(delay, self._release)
+            return
+        # Section 7.2 counts the delay from the native attempts' start (the AAAA
+        # answer); while AAAA is pending, from now: it waits at most that long.
+        loop = self.feeder.race.loop
+        since = self.native_at if self.native else loop.time()
+        self.timer = loop.call_at(since + self.synthesis.use.delay, self._release)
 
     def _release(self) -> None:
         self.timer = None
+        ready = self.ready or []
+        synthesised = [entry for entry in ready if entry[0] == socket.AF_INET6]
+        given_back = [entry for entry in ready if entry[0] != socket.AF_INET6]
         try:
-            self.feeder.feed_late(LAST_RESORT, self.ready)  # type: ignore[arg-type]
+            self.feeder.feed_late(LAST_RESORT, synthesised, given_back)
         except BaseException as exc:  # noqa: BLE001 - in a timer callback: the race raises it
             self.feeder.race.report_bug(exc)
         self.ready = None
