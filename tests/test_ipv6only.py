@@ -316,9 +316,10 @@ def test_a_dns64_answer_is_native_and_its_local_copy_is_dropped(vrun: Runner[Any
         net.script(A4_SYN, outcome="refuse")
         dns = dns64(h_test_6=(0.01, [A4_SYN]), h_test_4=(0.01, [A4]))
         events, error = await _call("h.test", dns, net, nat64=discovery())
-        # One attempt only: the DNS64 answer, tried at once; the locally synthesised
-        # copy (2 s later) is the same address.
+        # One attempt only: the DNS64 answer, tried at once; no local copy is made.
         assert _started(events) == [(A4_SYN, 0.01)]
+        assert not [e for e in events if isinstance(e, happydial.AddressSynthesized)]
+        assert events[-1].time == 0.01  # the race ends with its attempt, not 2 s later
         assert isinstance(error, ConnectionRefusedError)
 
     vrun(main)

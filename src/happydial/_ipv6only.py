@@ -130,14 +130,20 @@ class Synthesis:
         return self.synthesize(literal, prefixes)
 
     def synthesize(
-        self, ipv4: list[AddrInfoType], prefixes: tuple[Nat64Prefix, ...]
+        self,
+        ipv4: list[AddrInfoType],
+        prefixes: tuple[Nat64Prefix, ...],
+        natives: list[AddrInfoType] | None = None,
     ) -> list[AddrInfoType]:
-        """The IPv6 entries to race for *ipv4*; *ipv4* itself when none can be made."""
+        """The IPv6 entries to race for *ipv4*; *ipv4* itself when none can be made.
+
+        Copies of *natives* (a DNS64's answers) are not made, nor traced.
+        """
         if not prefixes:
             why = _no_prefix_reason(self.use.discovery)
             self.notes.append(f"{_listing(ipv4)}: no IPv4 path from this host, and {why}")
             return ipv4
-        result = synthesize_addr_infos(ipv4, prefixes)
+        result = synthesize_addr_infos([*(natives or ()), *ipv4], prefixes)
         loop, trace = self.race.loop, self.race.trace is not None
         for made, origin in result.origins:
             prefix = next(p for p in prefixes if made[4][0] in p)
@@ -146,7 +152,7 @@ class Synthesis:
                 self.race.emit(_trace.AddressSynthesized(made, origin, str(prefix), loop.time()))
         for entry in result.refused:
             self.notes.append(_refusal(entry, prefixes))
-        return [*result.addr_infos, *result.refused]
+        return [*(made for made, _ in result.origins), *result.refused]
 
     def explain(self, error: BaseException) -> None:
         """Note on *error* (and the attempt errors it groups) what was synthesised."""
@@ -204,13 +210,23 @@ class LastResort:
     feeds the synthesised entries back when they are due (see the module notes).
     """
 
-    __slots__ = ("feeder", "native", "native_at", "ready", "synthesis", "task", "timer")
+    __slots__ = (
+        "feeder",
+        "native",
+        "native_at",
+        "natives",
+        "ready",
+        "synthesis",
+        "task",
+        "timer",
+    )
 
     def __init__(self, feeder: _Feeder, synthesis: Synthesis) -> None:
         self.feeder = feeder
         self.synthesis = synthesis
         self.native: bool | None = None  # did the AAAA lookup give addresses? None: not yet
         self.native_at = 0.0  # when it did: the native attempts start then
+        self.natives: list[AddrInfoType] = []
         self.ready: list[AddrInfoType] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -220,6 +236,7 @@ class LastResort:
         if family == socket.AF_INET6:
             if fresh:
                 self.native, self.native_at = True, self.feeder.race.loop.time()
+                self.natives = fresh
             else:
                 self.native = bool(self.native)
             if self.ready is not None:
@@ -246,11 +263,13 @@ class LastResort:
             return
         # A cancellation that comes as the discovery answers is raised by the await;
         # a trace that raises in synthesize() ends the race through emit().
-        self.ready = self.synthesis.synthesize(ipv4, prefixes)
-        if prefixes:
+        self.ready = self.synthesis.synthesize(ipv4, prefixes, self.natives)
+        if prefixes and self.ready:
             self._schedule()
         else:
-            self._release()  # nothing synthesised: race them as they are, failing at once
+            # Nothing synthesised: race them as they are (they fail at once); or
+            # nothing new (a DNS64 answered them all): let the race end when it may.
+            self._release()
 
     def _schedule(self) -> None:
         """Release the synthesised entries now, or arm the last-resort timer."""
