@@ -223,11 +223,8 @@ def test_nothing_is_synthesised_where_ipv4_works_or_when_off(
         net = FakeNetwork(asyncio.get_running_loop())
         net.script(A4)
         dns = dns64()
-        if kwargs.get("sources", 0) is None:
-            kwargs.pop("sources")
-            events, error = await _call(A4, dns, net, sources=None, nat64=discovery())
-        else:
-            events, error = await _call(A4, dns, net, **kwargs)
+        options = {"nat64": discovery(), **kwargs}  # sources=None: the hermetic host's
+        events, error = await _call(A4, dns, net, **options)
         assert error is None
         assert dns.asked == []
         assert _winner(events) == (A4, 0.0)
@@ -577,5 +574,27 @@ def test_errors_without_attempts_or_synthesis_are_left_alone(vrun: Runner[Any]) 
         _, error = await _call("h.test", dns64(), net, nat64=discovery())
         assert isinstance(error, socket.gaierror)
         assert not hasattr(error, "__notes__")
+
+    vrun(main)
+
+
+def test_a_known_prefix_synthesises_within_the_answer(vrun: Runner[Any]) -> None:
+    # With a configured prefix the synthesis needs no query: on an eager task factory
+    # it is over before the rest of the A answer (A4, reachable) is fed; both are raced.
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop())
+        net.script(B4_SYN, outcome="refuse")
+        net.script(A4, delay=0.01)
+
+        def sources(addr_info: AddrInfoType) -> str | None:
+            return "198.51.100.2" if addr_info[4][0] == A4 else ipv6_only(addr_info)
+
+        nat64 = discovery()
+        nat64.configure(PREFIX)
+        dns = Dns({("h.test", V4): (0.001, [A4, B4])})
+        events, error = await _call("h.test", dns, net, nat64=nat64, sources=sources)
+        assert error is None
+        assert _started(events) == [(B4_SYN, 0.001), (A4, 0.001)]
+        assert _winner(events) == (A4, 0.011)
 
     vrun(main)

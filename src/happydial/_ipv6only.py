@@ -57,6 +57,7 @@ _DEFAULT = Nat64Discovery()
 
 LAST_RESORT = -64
 """The key the last-resort synthesis holds in the feeder's set of awaited answers."""
+_STARTING = -65  # held while the synthesis task starts (an eager task may finish at once)
 
 
 def default_nat64_discovery() -> Nat64Discovery:
@@ -245,9 +246,14 @@ class LastResort:
         unreachable = [entry for entry in fresh if no_ipv4_path(entry, self.synthesis.sources)]
         if not unreachable:
             return fresh
-        self.feeder.waiting.add(LAST_RESORT)
-        # Abandoned with the lookups when the race ends (close), never awaited.
+        waiting = self.feeder.waiting
+        waiting.update((LAST_RESORT, _STARTING))
+        # Abandoned with the lookups when the race ends (close), never awaited. With an
+        # eager task factory (and a known prefix) it may be over before create_task
+        # returns: _STARTING keeps it from ending the feeding before the feeder has
+        # fed the rest of this answer.
         self.task = self.feeder.race.loop.create_task(self._synthesize(unreachable))
+        waiting.discard(_STARTING)
         return [entry for entry in fresh if entry not in unreachable]
 
     async def _synthesize(self, ipv4: list[AddrInfoType]) -> None:
