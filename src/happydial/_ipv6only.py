@@ -12,11 +12,11 @@ an IPv6-only host). Then:
 * **A answers** (section 7.2): the A answers the host cannot reach are synthesised
   locally, as a last resort after the native AAAA answers (a DNS64 resolver's
   answers are native here: synthesised by the network, they come first). They are
-  raced at once when the AAAA lookup found nothing; otherwise they wait
-  ``last_resort_delay`` (the Last Resort Local Synthesis Delay, 2 s) after the A
-  answer, restarted when the AAAA answer arrives, so the native attempts have that
-  long before the first synthesised one starts (the RFC counts from the last IPv6
-  attempt's start). Synthesised copies of addresses already in the race are dropped.
+  raced at once when the AAAA lookup found nothing (or nothing was synthesised);
+  otherwise ``last_resort_delay`` (the Last Resort Local Synthesis Delay, 2 s) after
+  the AAAA answer, when the native attempts start (the RFC counts from the last IPv6
+  attempt's start), and while the AAAA lookup is pending, at most that long after
+  they were made. Copies of addresses a DNS64 already answered are not made.
 
 Every synthesised address is traced (:class:`happydial.AddressSynthesized`), and
 when the call fails, each error of a synthesised attempt names the IPv4 address
