@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bench import addresses, lab, names, percall, races, report
+from bench import addresses, lab, names, nat64, percall, races, report
 from bench.common import Config, Section, SectionReport
 
 # In report order. A new benchmark is a module with ``run(cfg) -> SectionReport``
@@ -17,6 +17,7 @@ SECTIONS: dict[str, Section] = {
     "addresses": addresses.run,
     "lab": lab.run,
     "names": names.run,
+    "nat64": nat64.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

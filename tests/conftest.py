@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import settings
 
+import happydial._ipv6only
 import happydial._sources
 from happydial import AddrInfoType, SourceAddressCache
 from happydial.testing import VirtualClockLoop
@@ -363,6 +364,9 @@ def _hermetic_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         happydial._sources, "_DEFAULT", SourceAddressCache(probe=documentation_source)
     )
+    # And a NAT64 discovery of its own: nothing one test discovered (or configured)
+    # through connect()'s default is seen by the next.
+    monkeypatch.setattr(happydial._ipv6only, "_DEFAULT", happydial.Nat64Discovery())
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -595,3 +595,96 @@ def test_backends_answer_and_fail_like_getaddrinfo(lab: Lab) -> None:
     }
     for resolver in BACKENDS:
         assert results[resolver] == results["getaddrinfo"], resolver
+
+
+# -- IPv6-only client behind DNS64/NAT64 (RFC 8305 section 7, issue 14) ----------------------
+
+
+def synthesised(report: dict[str, Any]) -> list[str]:
+    """The AddressSynthesized events of a call's trace (their reprs)."""
+    return [line for line in report["trace"] if "AddressSynthesized(" in line]
+
+
+def ipv4only_queries(lab: Lab) -> int:
+    """How many ipv4only.arpa queries the lab's DNS server has answered so far."""
+    queries = lab.stats()["server"]["queries"]
+    return sum(1 for query in queries if query["name"] == "ipv4only.arpa.")
+
+
+def test_ipv6_only_ipv4_literal_goes_through_nat64(lab: Lab, loop_name: str) -> None:
+    # The literal is synthesised with the prefix the ipv4only.arpa query finds (one
+    # lookup on the first call; the lab's DNS answers at once), then one RTT.
+    _, (v4,) = lab.allocate(v4=1)
+    [v6] = lab.nat64([v4])
+    lab.configure(rules={v6: FAST}, live=[v4])
+    with lab.ipv6_only():
+        queries = ipv4only_queries(lab)
+        report = connect(lab, loop_name, v4)
+        assert ipv4only_queries(lab) == queries + 1
+    assert_won(report, v6, RTT)
+    [event] = synthesised(report)
+    assert f"'{v4}'" in event, show(report)
+    assert "'64:ff9b:1::/96'" in event, show(report)
+
+
+def test_ipv6_only_ipv4_literal_later_calls_skip_the_discovery(lab: Lab, loop_name: str) -> None:
+    _, (v4,) = lab.allocate(v4=1)
+    [v6] = lab.nat64([v4])
+    lab.configure(rules={v6: FAST}, live=[v4])
+    step = {"call": "connect", "host": v4, "port": PORT, "kwargs": {"happy_eyeballs_delay": DELAY}}
+    with lab.ipv6_only():
+        queries = ipv4only_queries(lab)
+        first, second, third = run_sequence(lab, loop_name, [step, step, step])
+        assert ipv4only_queries(lab) == queries + 1  # one discovery per network
+    for report in (first, second, third):
+        assert_won_within(report, v6, RTT, RTT + MARGIN)
+    # What the benchmark row reports: the first call pays the discovery lookup.
+    print(f"first {first['elapsed']:.4f} s, later {second['elapsed']:.4f} s")
+
+
+def test_ipv6_only_a_only_name_uses_the_dns64_answer(lab: Lab, loop_name: str) -> None:
+    _, (v4,) = lab.allocate(v4=1)
+    [v6] = lab.nat64([v4])
+    host = "a-only.ipv6only.lab.test"
+    lab.configure(rules={v6: FAST}, live=[v4], zone={host: {"A": {"addresses": [v4]}}})
+    with lab.ipv6_only():
+        report = connect(lab, loop_name, host)
+    # The DNS64's AAAA answer is native here: tried at once, one RTT.
+    assert_won(report, v6, RTT)
+
+
+def test_ipv6_only_dual_stack_name_native_ipv6_wins(lab: Lab, loop_name: str) -> None:
+    (v6,), (v4,) = lab.allocate(v6=1, v4=1)
+    [synth] = lab.nat64([v4])
+    host = "dual.ipv6only.lab.test"
+    zone = dual_stack_zone(host, v6, v4)
+    lab.configure(rules={v6: FAST, synth: FAST}, live=[v6, v4], zone=zone)
+    with lab.ipv6_only():
+        report = connect(lab, loop_name, host)
+    assert_won(report, v6, RTT)
+
+
+def test_ipv6_only_broken_aaaa_falls_back_to_local_synthesis(lab: Lab, loop_name: str) -> None:
+    # RFC 8305 section 7.2: the AAAA record is dead, and a DNS64 does not synthesise
+    # for a name that has one: the A answer, synthesised locally, is the last resort,
+    # tried the Last Resort Local Synthesis Delay after the native attempt.
+    (v6,), (v4,) = lab.allocate(v6=1, v4=1)
+    [synth] = lab.nat64([v4])
+    host = "broken-aaaa.ipv6only.lab.test"
+    zone = dual_stack_zone(host, v6, v4)
+    lab.configure(rules={v6: DEAD, synth: FAST}, live=[v6, v4], zone=zone)
+    with lab.ipv6_only():
+        report = connect(lab, loop_name, host, kwargs={"last_resort_delay": 0.5})
+    assert_won(report, synth, 0.5 + RTT)
+    assert len(synthesised(report)) == 1, show(report)
+
+
+def test_dual_stack_client_synthesises_nothing(lab: Lab, loop_name: str) -> None:
+    _, (v4,) = lab.allocate(v4=1)
+    lab.nat64([v4])
+    lab.configure(rules={v4: FAST}, live=[v4])
+    queries = ipv4only_queries(lab)
+    report = connect(lab, loop_name, v4)
+    assert_won(report, v4, RTT)
+    assert synthesised(report) == [], show(report)
+    assert ipv4only_queries(lab) == queries

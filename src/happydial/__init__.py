@@ -16,6 +16,7 @@ layer.
 * ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
 * ``_nat64``: NAT64 address arithmetic (RFC 6052) and prefix parsing (RFC 7050, 8781), pure.
 * ``_dns64``: ``Nat64Discovery``, the network's NAT64 prefixes found once (RFC 7050).
+* ``_ipv6only``: ``connect``'s use of them on a host with no IPv4 path (RFC 8305 s. 7).
 * ``_resolver``: the ``Resolver`` protocol and ``getaddrinfo_resolver`` on its thread pool.
 * ``_backends``: ``AiodnsResolver`` and ``DnspythonResolver``, the optional DNS back ends.
 * ``_connect``: ``connect``, host names resolved per family in parallel.
@@ -37,6 +38,7 @@ from ._dns64 import Nat64Discovery as Nat64Discovery
 from ._dns64 import Nat64State as Nat64State
 from ._errors import failed_addr_infos as failed_addr_infos
 from ._history import AddressHistory as AddressHistory
+from ._ipv6only import default_nat64_discovery as default_nat64_discovery
 from ._nat64 import Nat64Prefix as Nat64Prefix
 from ._nat64 import SynthesizedAddrInfos as SynthesizedAddrInfos
 from ._nat64 import nat64_prefixes_from_answers as nat64_prefixes_from_answers
@@ -54,6 +56,7 @@ from ._sources import SourceAddressCache as SourceAddressCache
 from ._sources import default_source_cache as default_source_cache
 from ._sources import probe_source as probe_source
 from ._staggered import staggered_race as staggered_race
+from ._trace import AddressSynthesized as AddressSynthesized
 from ._trace import AttemptCancelled as AttemptCancelled
 from ._trace import AttemptFailed as AttemptFailed
 from ._trace import AttemptStarted as AttemptStarted
@@ -72,6 +75,7 @@ from ._wrappers import open_connection as open_connection
 __all__ = [
     "AddrInfoType",
     "AddressHistory",
+    "AddressSynthesized",
     "AiodnsResolver",
     "AttemptCancelled",
     "AttemptFailed",
@@ -100,6 +104,7 @@ __all__ = [
     "configure_resolver_pool",
     "connect",
     "create_connection",
+    "default_nat64_discovery",
     "default_source_cache",
     "failed_addr_infos",
     "getaddrinfo_resolver",

@@ -101,6 +101,10 @@ class Timeline:
             record["order"] = [format_sockaddr(a[4]) for a in event.after]
             record["reasons"] = list(event.reasons)
             text = "history reordered: " + "; ".join(event.reasons)
+        elif isinstance(event, _trace.AddressSynthesized):
+            where, origin = format_sockaddr(event.addr_info[4]), format_sockaddr(event.origin[4])
+            record["address"], record["origin"], record["prefix"] = where, origin, event.prefix
+            text = f"synthesised {where} from {origin} (NAT64 prefix {event.prefix})"
         elif isinstance(event, _trace.DelayAdjusted):
             record["attempt"], record["delay_ms"] = event.attempt, round(event.delay * 1000, 1)
             text = f"next attempt in {event.delay * 1000:.0f} ms (measured connect time)"

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from . import _trace
 from ._addresses import (
@@ -40,7 +40,9 @@ from ._addresses import (
     check_addr_infos,
     literal_addr_info,
 )
+from ._dns64 import Nat64Discovery
 from ._history import AddressHistory
+from ._ipv6only import LastResort, Synthesis, check_nat64_options, explain
 from ._racer import ConnectRace, _check_callable, apply_history, check_ip_literals
 from ._resolver import Resolver, getaddrinfo_resolver
 from ._schedule import check_delay
@@ -84,6 +86,7 @@ class _Feeder:
         self.seen: set[object] = set()
         self.errors: dict[int, OSError] = {}
         self.lookups: list[asyncio.Task[None]] = []
+        self.last_resort: LastResort | None = None  # RFC 8305 s. 7.2, see _ipv6only
 
     def answered(
         self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None
@@ -109,8 +112,26 @@ class _Feeder:
             self.race.emit(
                 _trace.ResolutionFinished(self.host, family, tuple(addr_infos or ()), loop.time())
             )
+        fresh = self._fresh(addr_infos or ())
+        if self.last_resort is not None:
+            fresh = self.last_resort.take(family, fresh)  # IPv4 with no IPv4 path: NAT64
+        self._arrived(family, fresh)
+
+    def _arrived(self, family: int, fresh: list[AddrInfoType]) -> None:
+        """Feed new addresses of *family*, or hold them for the resolution delay."""
+        if fresh and self.waiting and self._should_wait(family, fresh):
+            self.held = [*self.held, *fresh]
+            if self.timer is None:
+                self.timer = self.race.loop.call_later(self.resolution_delay, self._release)
+        else:
+            self._feed(fresh + self._take_held())
+        if not self.waiting:
+            self.race.stop_feeding()
+
+    def _fresh(self, addr_infos: Iterable[AddrInfoType]) -> list[AddrInfoType]:
+        """The entries of *addr_infos* not seen before, IPv4-mapped ones as IPv4."""
         fresh = []
-        for answer in addr_infos or ():
+        for answer in addr_infos:
             entry, key = _canonical(answer)
             # One address, one attempt: zeroconf repeats addresses, resolvers spell
             # IPv6 differently (2001:db8::1, 2001:0db8::1) or answer an IPv4 address
@@ -118,13 +139,20 @@ class _Feeder:
             if key not in self.seen:
                 self.seen.add(key)
                 fresh.append(entry)
-        if fresh and self.waiting and self._should_wait(family, fresh):
-            self.held = fresh
-            self.timer = loop.call_later(self.resolution_delay, self._release)
-        else:
-            self._feed(fresh + self._take_held())
-        if not self.waiting:
-            self.race.stop_feeding()
+        return fresh
+
+    def feed_late(
+        self, key: int, synthesised: list[AddrInfoType], given_back: list[AddrInfoType]
+    ) -> None:
+        """Feed what was awaited under *key* besides the lookups.
+
+        *synthesised*: IPv6 entries, new unless a lookup answered them too;
+        *given_back*: IPv4 answers as they were (already seen; while AAAA is
+        pending they wait the resolution delay, as any A answer).
+        """
+        self.waiting.discard(key)
+        fresh = self._fresh(synthesised)
+        self._arrived(socket.AF_INET if given_back else socket.AF_INET6, fresh + given_back)
 
     def _should_wait(self, family: int, fresh: list[AddrInfoType]) -> bool:
         """Whether to hold an answer for the resolution delay, for the other family."""
@@ -191,6 +219,9 @@ class _Feeder:
         (at the loop's next iteration for a resolver that is just waiting).
         """
         self._take_held()
+        last_resort, self.last_resort = self.last_resort, None  # no cycle through it
+        if last_resort is not None:
+            last_resort.close()
         lookups, self.lookups = self.lookups, []  # once: a second cancel would cut a cleanup
         for task in lookups:
             task.cancel()  # the running one too: it sees it once it returns or awaits
@@ -329,6 +360,8 @@ async def connect(
     trace: TraceType | None = None,
     history: AddressHistory | None = None,
     sources: SourcesType | None = None,
+    nat64: Nat64Discovery | bool = True,
+    last_resort_delay: float = 2.0,
 ) -> socket.socket:
     """Connect to *host*, resolving IPv6 and IPv4 in parallel (RFC 8305).
 
@@ -357,6 +390,14 @@ async def connect(
             of the answers (see :func:`happydial.sort_addr_infos`). Default: what the
             kernel would choose, probed once per destination and cached
             (:func:`happydial.default_source_cache`); with *local_addr*, that address.
+        nat64: Where the NAT64 prefixes come from when an IPv4 address has no IPv4
+            path from this host (an IPv6-only network, RFC 8305 section 7): ``True``,
+            the shared :func:`happydial.default_nat64_discovery`; a
+            :class:`~happydial.Nat64Discovery` of your own; ``False``: never
+            synthesise. Only with ``family=AF_UNSPEC``; costs nothing where IPv4 works.
+        last_resort_delay: How long the IPv6 addresses synthesised from A answers
+            wait behind the native IPv6 ones (RFC 8305 section 7.2's Last Resort Local
+            Synthesis Delay, 2 s); none wait when the name has no AAAA answer.
 
     Returns:
         A connected, non-blocking socket, owned by the caller.
@@ -383,7 +424,8 @@ async def connect(
     _check_callable(trace, "trace")
     if history is not None and not isinstance(history, AddressHistory):
         raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
-    source_of = None if sources is None else _sources_lookup(sources)
+    source_of = _sources_for(sources, local)
+    nat64_use = check_nat64_options(nat64, last_resort_delay, family)
     loop = asyncio.get_running_loop()
     race = ConnectRace(
         loop,
@@ -394,28 +436,28 @@ async def connect(
         trace=trace,
         history=history,
     )
+    resolve = resolver or getaddrinfo_resolver
+    # RFC 8305 section 7: IPv4 with no IPv4 path goes through NAT64 (see _ipv6only).
+    synthesis = None if nat64_use is None else Synthesis(race, nat64_use, resolve, source_of)
     literal = _literal_addr_infos(host, port)
     if literal is not None:
         if family != socket.AF_UNSPEC and literal[0][0] != family:
             raise ValueError(f"host {host!r} is not an address of family {family!r}")
-        race.add(literal)
-        sock, _ = await race.connect(all_errors=all_errors)
-        return sock
+        return await _connect_literal(race, literal, synthesis, all_errors=all_errors)
     families = _FAMILIES[family]
-    if source_of is None:
-        cache = default_source_cache()
-        source_of = cache if local is None else bound_sources(local, cache)
     feeder = _Feeder(race, host, families, res_delay or 0.0, count, source_of)
+    if synthesis is not None:
+        feeder.last_resort = LastResort(feeder, synthesis)
     race.keep_feeding()
     # The lookups are abandoned the moment the race ends (won, failed or
     # cancelled), from inside the race: they see their cancellation before this
     # task resumes, and nothing after the race is awaited.
     race.when_finished = feeder.close
-    resolve = resolver or getaddrinfo_resolver
     feeder.lookups = [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
     try:
         sock, _ = await race.connect(all_errors=all_errors)
-    except OSError:
+    except (OSError, ExceptionGroup) as exc:  # a group (all_errors=True) means attempts
+        explain(synthesis, exc)
         if race.started:
             raise
         error = _resolution_error(host, families, feeder.errors)
@@ -423,6 +465,35 @@ async def connect(
     finally:
         feeder.close()  # awaits nothing: see _Feeder.close
         feeder.errors = {}  # their tracebacks hold the lookups' frames, which hold the feeder
+    return sock
+
+
+def _sources_for(
+    sources: SourcesType | None, local: list[AddrInfoType] | None
+) -> Callable[[AddrInfoType], object]:
+    """The source address of each destination: given, bound to, or the kernel's."""
+    if sources is not None:
+        return _sources_lookup(sources)
+    cache = default_source_cache()
+    return cache if local is None else bound_sources(local, cache)
+
+
+async def _connect_literal(
+    race: ConnectRace,
+    literal: list[AddrInfoType],
+    synthesis: Synthesis | None,
+    *,
+    all_errors: bool,
+) -> socket.socket:
+    """Race an IP literal: as it is, or through NAT64 from an IPv6-only host."""
+    if synthesis is not None:
+        literal = await synthesis.literal(literal)
+    race.add(literal)
+    try:
+        sock, _ = await race.connect(all_errors=all_errors)
+    except (OSError, ExceptionGroup) as exc:  # a group: all_errors=True
+        explain(synthesis, exc)
+        raise
     return sock
 
 

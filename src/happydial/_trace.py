@@ -21,6 +21,7 @@ from typing import NamedTuple
 from ._addresses import AddrInfoType
 
 __all__ = [
+    "AddressSynthesized",
     "AttemptCancelled",
     "AttemptFailed",
     "AttemptStarted",
@@ -176,6 +177,25 @@ class ResolutionFailed(NamedTuple):
     time: float
 
 
+class AddressSynthesized(NamedTuple):
+    """An IPv4 address was made an IPv6 one, to reach it through NAT64 (RFC 8305 s. 7).
+
+    The host has no IPv4 path to the address (no IPv4 source address for it), so
+    the address is raced as the IPv6 address that a NAT64 translates back to it.
+
+    Attributes:
+        addr_info: The synthesised IPv6 entry, as it is raced.
+        origin: The IPv4 entry it was made from (the literal, or an A answer).
+        prefix: The NAT64 prefix used, as text (``"64:ff9b::/96"``).
+        time: The loop time at which it was made.
+    """
+
+    addr_info: AddrInfoType
+    origin: AddrInfoType
+    prefix: str
+    time: float
+
+
 TraceEvent = (
     AttemptStarted
     | AttemptFailed
@@ -186,6 +206,7 @@ TraceEvent = (
     | ResolutionFailed
     | HistoryReordered
     | DelayAdjusted
+    | AddressSynthesized
 )
 """Any of the trace event types."""
 

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -37,7 +37,10 @@ DNS_V6 = "2001:db8:53::53"
 POOL_V4 = ipaddress.ip_network("203.0.113.0/24")
 POOL_V6 = ipaddress.ip_network("2001:db8:5::/64")
 POOL_SIZE = 250
-SERVER_NETS = ("192.0.2.0/24", str(POOL_V4), "2001:db8:53::/64", str(POOL_V6))
+# The NAT64's network-specific prefix (RFC 8215's local-use 64:ff9b:1::/48): the
+# Well-Known Prefix must not carry the documentation addresses above (RFC 6052 s. 3.1).
+NAT64_PREFIX = "64:ff9b:1::/96"
+SERVER_NETS = ("192.0.2.0/24", str(POOL_V4), "2001:db8:53::/64", str(POOL_V6), NAT64_PREFIX)
 PORT = 8080
 
 RESOLV_CONF = f"""\
@@ -45,6 +48,9 @@ RESOLV_CONF = f"""\
 nameserver {DNS_V4}
 options timeout:5 attempts:1
 """
+RESOLV_CONF_V6 = RESOLV_CONF.replace(DNS_V4, DNS_V6)  # an IPv6-only client's
+# RFC 7050 section 2.2: the A records a DNS64 synthesises ipv4only.arpa's AAAA from.
+IPV4ONLY_ARPA = {"ipv4only.arpa": {"A": {"addresses": ["192.0.0.170", "192.0.0.171"]}}}
 NSSWITCH_CONF = "hosts: files dns\n"
 HOSTS = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
 NAME_PATTERN = re.compile(r"^hd-(\d+)-[cs]$")
@@ -348,6 +354,44 @@ class Lab:
             self.server.request("listen", addresses=list(live), port=PORT)
         if zone:
             self.server.request("zone", names=zone)
+
+    @contextlib.contextmanager
+    def ipv6_only(self) -> Iterator[None]:
+        """Make the client IPv6-only, behind a DNS64 and a NAT64, for the ``with`` body.
+
+        The client loses its IPv4 address and routes, and asks the DNS server over
+        IPv6; the server answers as a DNS64 with :data:`NAT64_PREFIX`. Everything is
+        put back afterwards, whatever the body did.
+        """
+        assert self.server is not None
+        tun, etc = self.client_tun, ETC_NETNS / self.client_ns
+        v4_routes = [net for net in SERVER_NETS if ":" not in net]
+        self.server.request("zone", names=IPV4ONLY_ARPA)
+        self.server.request("dns64", prefix=NAT64_PREFIX)
+        lines = [f"route del {net} dev {tun}" for net in v4_routes]
+        run_ip("-n", self.client_ns, "-batch", "-", stdin="\n".join(lines) + "\n")
+        run_ip("-n", self.client_ns, "addr", "del", f"{CLIENT_V4}/32", "dev", tun)
+        (etc / "resolv.conf").write_text(RESOLV_CONF_V6)
+        try:
+            yield
+        finally:
+            (etc / "resolv.conf").write_text(RESOLV_CONF)
+            run_ip("-n", self.client_ns, "addr", "add", f"{CLIENT_V4}/32", "dev", tun)
+            lines = [f"route add {net} dev {tun} src {CLIENT_V4}" for net in v4_routes]
+            run_ip("-n", self.client_ns, "-batch", "-", stdin="\n".join(lines) + "\n")
+            self.server.request("dns64", prefix=None)
+
+    def nat64(self, ipv4_addresses: list[str]) -> list[str]:
+        """Put *ipv4_addresses* behind the NAT64; their synthesised IPv6 addresses."""
+        assert self.server is not None
+        base = int(ipaddress.IPv6Network(NAT64_PREFIX).network_address)
+        synthesised = [
+            str(ipaddress.IPv6Address(base | int(ipaddress.IPv4Address(a)))) for a in ipv4_addresses
+        ]
+        lines = [f"addr add {address}/128 dev lo nodad" for address in synthesised]
+        run_ip("-n", self.server_ns, "-batch", "-", stdin="\n".join(lines) + "\n")
+        self.server.request("nat64", prefix=NAT64_PREFIX, addresses=ipv4_addresses, port=PORT)
+        return synthesised
 
     def write_hosts(self, entries: dict[str, list[str]] | None = None) -> None:
         """Add *entries* (name -> addresses) to the client namespace's /etc/hosts."""

@@ -18,7 +18,15 @@ Control: one JSON object per line on stdin, one JSON reply per line on stdout.
 * ``{"op": "zone", "names": {"a.lab.test": {"AAAA": {"addresses": [...], "delay": 2}}}}``
   adds (or replaces) names; a type entry may also say ``"rcode": "NXDOMAIN"``;
 * ``{"op": "listen", "addresses": ["2001:db8:5::1"], "port": 8080}`` adds listeners;
-* ``{"op": "stats"}`` answers with the queries received and connections accepted.
+* ``{"op": "stats"}`` answers with the queries received and connections accepted;
+* ``{"op": "dns64", "prefix": "64:ff9b:1::/96"}`` makes the server a DNS64 (RFC 6147): an
+  AAAA query for a name with A records and no AAAA records is answered with the A
+  addresses synthesised into the /96 prefix (after the A entry's delay); ``null`` stops it;
+* ``{"op": "nat64", "prefix": "64:ff9b:1::/96", "addresses": ["203.0.113.1"], "port": 8080}``
+  is the NAT64 on the path: a listener on each address's synthesised IPv6 address (the
+  lab adds those to ``lo``) connects to the IPv4 address and holds both connections, so
+  the IPv4 listener sees the connection as a client through a NAT64 would make it. The
+  client cannot tell: it sees its SYN to the synthesised address answered.
 
 End of input stops the server.
 """
@@ -27,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import ipaddress
 import json
 import socket
 import sys
@@ -78,6 +88,8 @@ class Server:
         self.queries: list[dict[str, Any]] = []
         self.accepted: list[str] = []
         self.held: set[asyncio.StreamWriter] = set()
+        self.dns64: ipaddress.IPv6Network | None = None
+        self.translated: list[str] = []
 
     def answer(self, query: dns.message.Message) -> tuple[float, dns.message.Message]:
         """The response to *query* and the delay before sending it."""
@@ -95,6 +107,8 @@ class Server:
             response.set_rcode(dns.rcode.NXDOMAIN)
             return 0.0, response
         entry = records.get(rdtype, {})
+        if rdtype == "AAAA" and self.dns64 is not None and "addresses" not in entry:
+            entry = self.synthesised(records.get("A", {}))
         response.set_rcode(dns.rcode.from_text(entry.get("rcode", "NOERROR")))
         addresses = entry.get("addresses", [])
         if addresses and rdtype in {"A", "AAAA"}:
@@ -102,6 +116,29 @@ class Server:
                 dns.rrset.from_text_list(name, TTL, dns.rdataclass.IN, rdtype, addresses)
             )
         return float(entry.get("delay", 0.0)), response
+
+    def synthesised(self, a_entry: dict[str, Any]) -> dict[str, Any]:
+        """The AAAA entry a DNS64 makes of an A entry (RFC 6147 section 5.1.7)."""
+        assert self.dns64 is not None
+        base = int(self.dns64.network_address)
+        addresses = [
+            str(ipaddress.IPv6Address(base | int(ipaddress.IPv4Address(a))))
+            for a in a_entry.get("addresses", [])
+        ]
+        return {"addresses": addresses, "delay": a_entry.get("delay", 0.0)}
+
+    async def translate(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ipv4: str, port: int
+    ) -> None:
+        """The NAT64: carry one accepted IPv6 connection over to *ipv4* and hold both."""
+        self.translated.append(str(writer.get_extra_info("sockname")[0]))
+        try:
+            _, upstream = await asyncio.open_connection(ipv4, port)
+        except OSError:
+            writer.close()
+            return
+        await self.hold(reader, writer)
+        upstream.close()
 
     async def hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Keep an accepted connection open until the client closes it."""
@@ -134,8 +171,37 @@ class Server:
                     )
             return {"ok": True}
         if op == "stats":
-            return {"ok": True, "queries": self.queries, "accepted": self.accepted}
+            return {
+                "ok": True,
+                "queries": self.queries,
+                "accepted": self.accepted,
+                "translated": self.translated,
+            }
+        if op == "dns64":
+            return self.set_dns64(request["prefix"])
+        if op == "nat64":
+            return await self.add_nat64(request)
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def set_dns64(self, prefix: str | None) -> dict[str, Any]:
+        """Answer as a DNS64 with *prefix*, or (``None``) as a plain server."""
+        self.dns64 = None if prefix is None else ipaddress.IPv6Network(prefix)
+        return {"ok": True}
+
+    async def add_nat64(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Listen on the synthesised address of each IPv4 address, translating to it."""
+        base = int(ipaddress.IPv6Network(request["prefix"]).network_address)
+        port = int(request["port"])
+        for ipv4 in request["addresses"]:
+            ipv6 = str(ipaddress.IPv6Address(base | int(ipaddress.IPv4Address(ipv4))))
+            if (ipv6, port) not in self.listeners:
+                self.listeners[ipv6, port] = await asyncio.start_server(
+                    functools.partial(self.translate, ipv4=ipv4, port=port),
+                    host=ipv6,
+                    port=port,
+                    reuse_address=True,
+                )
+        return {"ok": True}
 
     async def close(self) -> None:
         """Stop listening and drop held connections."""
