@@ -160,8 +160,7 @@ class _Feeder:
         race = self.race
         # Section 4: sort by RFC 6724 first (the untried addresses with the new
         # ones), then interleave the usable ones; those with no source go last.
-        ranked, usable = _sort([*race.items, *new], self.sources)
-        race.items.clear()
+        ranked, usable = _sort([*race.schedule.items, *new], self.sources)
         unusable = ranked[usable:]
         ranked = ranked[:usable]
         preferred = ranked[0][0] if ranked else socket.AF_INET6
@@ -180,7 +179,7 @@ class _Feeder:
         if race.history is not None:
             emit = race.emit if race.trace is not None else None
             merged = apply_history(race.history, merged, race.loop, emit)
-        race.add(merged)
+        race.requeue(merged)  # the untried addresses, re-sorted with the new ones
 
     def close(self) -> None:
         """Cancel the resolution-delay timer and abandon the lookups still running.

@@ -24,6 +24,7 @@ from ._addresses import (
     _interleave,
     check_addr_infos,
 )
+from ._driver import LoopRace
 from ._errors import aggregate_errors, tag_error
 from ._history import AddressHistory, failure_kind
 from ._schedule import Schedule, check_delay
@@ -54,6 +55,18 @@ def check_ip_literals(addr_infos: list[AddrInfoType], name: str) -> None:
             ) from None
 
 
+# What counts as "this attempt failed, try the next one". Anything else is a bug in
+# the caller's code (a socket_factory raising ValueError, a malformed address) and
+# propagates at once, the same on every path. RuntimeError is uvloop's "fd in use by
+# a transport" (aiohappyeyeballs #105).
+FAILURES = (OSError, RuntimeError)
+
+
+def is_failure(error: BaseException) -> bool:
+    """The racer's failure policy: a connection error, or uvloop's RuntimeError."""
+    return isinstance(error, FAILURES)
+
+
 def _close_quietly(sock: socket.socket) -> None:
     # A failing close() (a descriptor someone else closed, as uvloop's handoff can
     # do) must never replace the caller's result, error or CancelledError.
@@ -61,10 +74,11 @@ def _close_quietly(sock: socket.socket) -> None:
         sock.close()
 
 
-class ConnectRace(Schedule[AddrInfoType]):
+class ConnectRace(LoopRace[AddrInfoType]):
     """A race of TCP connects over addr_infos, with one owner for all its sockets."""
 
     __slots__ = (
+        "delay",
         "history",
         "local_addr_infos",
         "socket_factory",
@@ -85,7 +99,11 @@ class ConnectRace(Schedule[AddrInfoType]):
         trace: TraceType | None = None,
         history: AddressHistory | None = None,
     ) -> None:
-        super().__init__(loop, delay, attempt_timeout)
+        # The adaptive delay is a policy of the schedule only when there is a
+        # history to adapt from: without one, the schedule does not call out.
+        delay_after = self.delay_after if history is not None else None
+        super().__init__(loop, Schedule(delay, is_failure, delay_after), attempt_timeout)
+        self.delay = delay
         self.local_addr_infos = local_addr_infos
         self.socket_factory = socket_factory
         self.trace = trace
@@ -135,7 +153,8 @@ class ConnectRace(Schedule[AddrInfoType]):
 
     def on_abort(self, index: int) -> None:
         """Trace an attempt stopped because the race ended; record it if it was overtaken."""
-        if self.history is not None and self.winner is not None and index < self.winner:
+        winner = self.schedule.winner
+        if self.history is not None and winner is not None and index < winner:
             # Started before the winner and still pending when the winner connected:
             # for Happy Eyeballs this address was too slow, i.e. it timed out.
             self.history.record_failure(self.started[index][4], "timeout")
@@ -145,12 +164,12 @@ class ConnectRace(Schedule[AddrInfoType]):
     def delay_after(self, item: AddrInfoType, index: int) -> float:
         """The configured delay, or the adaptive one when history knows *item*."""
         delay: float = self.delay  # type: ignore[assignment]
-        if self.history is None or delay == 0:
+        if delay == 0:
             return delay
-        measured = self.history.connect_time(item[4])
+        measured = self.history.connect_time(item[4])  # type: ignore[union-attr]
         if measured is None:
             return delay
-        adaptive = self.history.delay_for(measured)
+        adaptive = self.history.delay_for(measured)  # type: ignore[union-attr]
         if adaptive != delay and self.trace is not None:
             self.emit(_trace.DelayAdjusted(index, item, adaptive, measured, self.loop.time()))
         return adaptive
@@ -163,7 +182,8 @@ class ConnectRace(Schedule[AddrInfoType]):
 
     def close_losers(self) -> socket.socket | None:
         """Close every socket but the winner's, exactly once; return the winner's."""
-        winner = self.sockets.pop(self.winner, None) if self.winner is not None else None
+        index = self.schedule.winner
+        winner = self.sockets.pop(index, None) if index is not None else None
         sockets, self.sockets = self.sockets, {}
         for sock in sockets.values():
             _close_quietly(sock)
@@ -181,7 +201,7 @@ class ConnectRace(Schedule[AddrInfoType]):
         try:
             winner = await self.run()
         except BaseException:
-            self.winner = None
+            self.schedule.winner = None
             self.close_losers()
             self.forget_errors()
             raise

@@ -1,6 +1,7 @@
 """``staggered_race``: the generic primitive, with CPython's semantics.
 
-It runs coroutine functions as tasks on the schedule of ``_schedule.py``: the next
+It runs coroutine functions as tasks, driven by ``_driver.LoopRace`` on the schedule
+of ``_schedule.py``: the next
 one starts *delay* seconds after the previous one started, or as soon as the most
 recently started one fails. The first to return wins; the others are cancelled and
 awaited before this returns. Unlike :func:`happydial.start_connection`, anything a
@@ -14,29 +15,30 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
+from ._driver import LoopRace
 from ._schedule import Schedule, check_delay
-from ._sockets import Attempt, being_cancelled
+from ._sockets import TaskAttempt, being_cancelled
 
 __all__ = ["staggered_race"]
 
 T = TypeVar("T")
 
 
-class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
+def _is_failure(error: BaseException) -> bool:
+    """Anything a coroutine raises fails its attempt, but these two (as CPython)."""
+    return not isinstance(error, (KeyboardInterrupt, SystemExit))
+
+
+class _CoroutineRace(LoopRace[Callable[[], Awaitable[T]]], Generic[T]):
     __slots__ = ("results", "source")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float | None) -> None:
-        super().__init__(loop, delay, None)
+        super().__init__(loop, Schedule(delay, _is_failure), None)
         self.results: dict[int, T] = {}
         self.source: Iterator[Callable[[], Awaitable[T]]] = iter(())
 
-    def launch(self, item: Callable[[], Awaitable[T]], index: int) -> Attempt:
-        task = self.loop.create_task(self._run_one(item, index))
-        return Attempt(self.loop, -1, task)
-
-    def is_failure(self, error: BaseException) -> bool:
-        """Anything a coroutine raises fails its attempt, but these two (as CPython)."""
-        return not isinstance(error, (KeyboardInterrupt, SystemExit))
+    def launch(self, item: Callable[[], Awaitable[T]], index: int) -> TaskAttempt:
+        return TaskAttempt(self.loop.create_task(self._run_one(item, index)))
 
     async def _run_one(self, coro_fn: Callable[[], Awaitable[T]], index: int) -> None:
         try:
@@ -51,20 +53,19 @@ class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
             self.results[index] = result
             self.report(index, None)
 
-    def _start_one(self) -> None:
-        # Consume the iterable lazily: take the next coroutine function only when it
-        # is time to start it (CPython does the same).
+    def need_items(self) -> None:
+        """Consume the iterable lazily: the next function only when it is due (as CPython)."""
         try:
-            self.items.extend(_take_one(self.source))
+            items = _take_one(self.source)
         except BaseException as exc:  # noqa: BLE001 - re-raised by run(), as CPython does
             # This runs in a timer callback or an attempt's report as often as in
             # the caller's task: an error must end the race, not be logged by the loop.
-            self.report_bug(exc)
+            self.schedule.crash(exc)
             return
-        if not self.items:
-            self.stop_feeding()
-            return
-        super()._start_one()
+        if items:
+            self.schedule.add(items)
+        else:
+            self.schedule.stop_feeding()
 
 
 def _take_one(source: Iterator[T]) -> list[T]:
@@ -122,7 +123,7 @@ async def staggered_race(
 def _unwrap(race: _CoroutineRace[T]) -> list[BaseException | None]:
     exceptions: list[BaseException | None] = []
     for index, error in enumerate(race.errors):
-        if error is None and index != race.winner and index not in race.results:
+        if error is None and index != race.schedule.winner and index not in race.results:
             exceptions.append(asyncio.CancelledError())
         else:
             exceptions.append(error)
