@@ -29,7 +29,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from ._schedule import Launch, Schedule, Step, Verdict
+from ._schedule import FAILED, IGNORED, NEED_ITEMS, WAIT, Launch, Schedule
 from ._sockets import Attempt
 
 __all__ = ["LoopRace"]
@@ -147,11 +147,11 @@ class LoopRace(Generic[ItemT]):
             self.on_success(index)
         else:
             verdict = schedule.failed(index, error)
-            if verdict is Verdict.IGNORED:
+            if verdict is IGNORED:
                 return
             self._settle(index)
             self._discard(index)
-            if verdict is Verdict.FAILED:
+            if verdict is FAILED:
                 self.on_failure(index, error)
         self._pump()
 
@@ -185,10 +185,10 @@ class LoopRace(Generic[ItemT]):
                 step = schedule.step()
                 if type(step) is Launch:
                     self._launch(step.index, step.item)
-                elif step is Step.WAIT:
+                elif step is WAIT:
                     self._follow_timer(schedule.next_at)
                     return
-                elif step is Step.NEED_ITEMS:
+                elif step is NEED_ITEMS:
                     self.need_items()  # it may add items or stop feeding: ask again
                 else:
                     self._finish()

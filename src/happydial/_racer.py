@@ -21,13 +21,13 @@ from . import _trace
 from ._addresses import (
     AddrInfoType,
     SocketFactoryType,
-    _interleave,
     check_addr_infos,
+    interleave_families,
 )
 from ._driver import LoopRace
 from ._errors import aggregate_errors, tag_error
-from ._history import AddressHistory, failure_kind
-from ._schedule import Schedule, check_delay
+from ._history import AddressHistory, failure_kind, sort_by_history
+from ._schedule import Schedule
 from ._sockets import (
     Attempt,
     connect_address,
@@ -36,6 +36,7 @@ from ._sockets import (
     uses_writer_callbacks,
 )
 from ._trace import TraceType
+from ._validate import check_loop, check_start_options
 
 __all__ = ["ConnectRace", "apply_history", "check_ip_literals", "start_connection"]
 
@@ -229,47 +230,10 @@ def apply_history(
     """
     if not isinstance(history, AddressHistory):
         raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
-    ordered, reasons = history._sort(entries)  # entries are validated already
+    ordered, reasons = sort_by_history(history, entries)  # entries are validated already
     if reasons and trace is not None:
         trace(_trace.HistoryReordered(tuple(entries), tuple(ordered), tuple(reasons), loop.time()))
     return ordered
-
-
-def _check_options(
-    delay: object, timeout: object, interleave: object, socket_factory: object, trace: object
-) -> tuple[float | None, float | None, int | None]:
-    """Validate start_connection's options; ``is not None`` first, as None is common."""
-    if delay is not None:
-        delay = check_delay(delay, "happy_eyeballs_delay", allow_zero=True)
-    if timeout is not None:
-        timeout = check_delay(timeout, "attempt_timeout", allow_zero=False)
-    if interleave is not None:
-        interleave = _check_interleave(interleave)
-    if socket_factory is not None:
-        _check_callable(socket_factory, "socket_factory")
-    if trace is not None:
-        _check_callable(trace, "trace")
-    return delay, timeout, interleave
-
-
-def _check_interleave(interleave: object) -> int:
-    if isinstance(interleave, bool) or not isinstance(interleave, int):
-        raise TypeError(f"interleave must be an int or None, got {interleave!r}")
-    if interleave < 0:
-        raise ValueError(f"interleave must be 0 (keep the order) or more, got {interleave!r}")
-    return interleave
-
-
-def _running_loop(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
-    running = asyncio.get_running_loop()
-    if loop is not None and loop is not running:
-        raise ValueError(f"loop must be the running event loop, got {loop!r}")
-    return running
-
-
-def _check_callable(value: object, name: str) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, got {value!r}")
 
 
 async def start_connection(
@@ -337,14 +301,14 @@ async def start_connection(
     if local_addr_infos is not None:
         local = check_addr_infos(local_addr_infos, "local_addr_infos")
         check_ip_literals(local, "local_addr_infos")
-    delay, timeout, count = _check_options(
+    delay, timeout, count = check_start_options(
         happy_eyeballs_delay, attempt_timeout, interleave, socket_factory, trace
     )
-    running = _running_loop(loop)
+    running = check_loop(loop)
     if count is None and delay is not None:
         count = 1  # CPython's default: Happy Eyeballs on means interleaving on
     if count and len(entries) > 1:
-        entries = _interleave(entries, count)
+        entries = interleave_families(entries, count)
     if history is not None:
         entries = apply_history(history, entries, running, trace)
     race = ConnectRace(

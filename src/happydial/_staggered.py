@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from ._driver import LoopRace
-from ._schedule import Schedule, check_delay
+from ._schedule import Schedule
 from ._sockets import TaskAttempt, being_cancelled
+from ._validate import check_delay, check_loop
 
 __all__ = ["staggered_race"]
 
@@ -104,9 +105,7 @@ async def staggered_race(
     given: object = coro_fns  # typed callers aside, anything may arrive here
     if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
         raise TypeError(f"coro_fns must be an iterable of coroutine functions, got {coro_fns!r}")
-    running = asyncio.get_running_loop()
-    if loop is not None and loop is not running:
-        raise ValueError(f"loop must be the running event loop, got {loop!r}")
+    running = check_loop(loop)
     race: _CoroutineRace[T] = _CoroutineRace(running, checked)
     race.source = iter(coro_fns)
     race.keep_feeding()
