@@ -27,7 +27,6 @@ from happydial._schedule import (
     STAGGERING,
     STARVED,
     WAIT,
-    Launch,
     Schedule,
 )
 
@@ -44,10 +43,10 @@ def make(delay: float | None = 0.25, items: tuple[str, ...] = ("a", "b", "c")) -
 
 def launch(schedule: Schedule[str], now: float) -> tuple[int, str]:
     """Take the next step, which must be a launch, and report it started at *now*."""
-    step = schedule.step()
-    assert isinstance(step, Launch), step
-    schedule.launched(step.index, now)
-    return step.index, step.item
+    index = schedule.step()
+    assert isinstance(index, int), index
+    schedule.launched(index, now)
+    return index, schedule.started[index]
 
 
 def test_the_core_imports_no_io() -> None:
@@ -337,11 +336,12 @@ def test_scenarios_on_a_simulated_clock(row: Row) -> None:
     due: dict[int, tuple[float, bool]] = {}
     while True:
         step = schedule.step()
-        if isinstance(step, Launch):
-            starts[step.item] = now
-            when, wins = row.outcomes.get(step.item, (99.0, False))
-            due[step.index] = (now + when, wins)
-            schedule.launched(step.index, now)
+        if isinstance(step, int):
+            item = schedule.started[step]
+            starts[item] = now
+            when, wins = row.outcomes.get(item, (99.0, False))
+            due[step] = (now + when, wins)
+            schedule.launched(step, now)
             continue
         if step is FINISHED:
             break

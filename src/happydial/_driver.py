@@ -29,7 +29,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from ._schedule import FAILED, IGNORED, NEED_ITEMS, WAIT, Launch, Schedule
+from ._schedule import FAILED, IDLE, IGNORED, NEED_ITEMS, WAIT, Schedule
 from ._sockets import Attempt
 
 __all__ = ["LoopRace"]
@@ -79,13 +79,14 @@ class LoopRace(Generic[ItemT]):
         self.errors = schedule.errors
         self._attempts: dict[int, Attempt] = {}
         self._timeouts: dict[int, asyncio.TimerHandle] = {}
-        self._aborted: list[asyncio.Task[None]] = []
-        self._busy: dict[int, asyncio.Task[None]] = {}
+        # These three are made when first needed: most races never need them.
+        self._aborted: list[asyncio.Task[None]] | None = None
+        self._busy: dict[int, asyncio.Task[None]] | None = None
         self._timer: asyncio.Handle | None = None
         self._timer_at: float | None = None
         self._pumping = False
         self._launching = False
-        self._deferred: list[tuple[int, BaseException | None]] = []
+        self._deferred: list[tuple[int, BaseException | None]] | None = None
         self._finished = False
         self.when_finished: Callable[[], object] | None = None
         # Awaited by run(). A cancelled caller cancels this future too, which is why
@@ -117,8 +118,10 @@ class LoopRace(Generic[ItemT]):
 
     def add(self, items: Iterable[ItemT]) -> None:
         """Queue more items; a due attempt starts at once."""
-        self.schedule.add(items)
-        self._pump()
+        schedule = self.schedule
+        schedule.add(items)
+        if schedule.phase is not IDLE:  # before run(), there is nothing to do yet
+            self._pump()
 
     def requeue(self, items: Iterable[ItemT]) -> None:
         """Replace the untried items by *items*; a due attempt starts at once."""
@@ -137,22 +140,29 @@ class LoopRace(Generic[ItemT]):
     def report(self, index: int, error: BaseException | None) -> None:
         """An attempt's outcome: ``None`` for success, else why it failed."""
         if self._launching:
-            self._deferred.append((index, error))
+            self._defer(index, error)
             return
         schedule = self.schedule
         if error is None:
             if not schedule.succeeded(index):
                 return
-            self._settle(index)
+            # _settle(index), inline: this is every race's winning path.
+            self._attempts.pop(index, None)
+            if self._timeouts:
+                self._timeouts.pop(index).cancel()
             self.on_success(index)
-        else:
-            verdict = schedule.failed(index, error)
-            if verdict is IGNORED:
-                return
-            self._settle(index)
-            self._discard(index)
-            if verdict is FAILED:
-                self.on_failure(index, error)
+            # The schedule is DONE: wind up now, unless the pump running below us
+            # (an attempt that won while it was being launched) will.
+            if not self._pumping and not self._finished:
+                self._finish()
+            return
+        verdict = schedule.failed(index, error)
+        if verdict is IGNORED:
+            return
+        self._settle(index)
+        self._discard(index)
+        if verdict is FAILED:
+            self.on_failure(index, error)
         self._pump()
 
     def report_bug(self, exc: BaseException) -> None:
@@ -164,7 +174,7 @@ class LoopRace(Generic[ItemT]):
         connection that was already handed over.
         """
         if self._launching:
-            self._deferred.append((_BUG, exc))  # handled once the attempt is registered
+            self._defer(_BUG, exc)  # handled once the attempt is registered
             return
         self.schedule.crash(exc)
         self._pump()
@@ -183,10 +193,18 @@ class LoopRace(Generic[ItemT]):
             schedule = self.schedule
             while True:
                 step = schedule.step()
-                if type(step) is Launch:
-                    self._launch(step.index, step.item)
+                if type(step) is int:
+                    self._launch(step, schedule.started[step])
                 elif step is WAIT:
-                    self._follow_timer(schedule.next_at)
+                    at = schedule.next_at
+                    if at != self._timer_at:
+                        # Move the one delay timer to the schedule's next start.
+                        if self._timer is not None:
+                            self._timer.cancel()
+                            self._timer = None
+                        self._timer_at = at
+                        if at is not None:
+                            self._timer = self.loop.call_soon(self._arm_delay, 2)
                     return
                 elif step is NEED_ITEMS:
                     self.need_items()  # it may add items or stop feeding: ask again
@@ -203,7 +221,7 @@ class LoopRace(Generic[ItemT]):
         except BaseException as exc:  # noqa: BLE001 - classified by the schedule
             # Creating or binding the socket failed (or a bug): the attempt's outcome.
             attempt = None
-            self._deferred.append((index, exc))
+            self._defer(index, exc)
         finally:
             self._launching = False
         if attempt is not None:
@@ -216,27 +234,23 @@ class LoopRace(Generic[ItemT]):
         if self._deferred:
             self._handle_deferred()
 
+    def _defer(self, index: int, error: BaseException | None) -> None:
+        """Hold an outcome reported while an attempt is being launched."""
+        if self._deferred is None:
+            self._deferred = [(index, error)]
+        else:
+            self._deferred.append((index, error))
+
     def _handle_deferred(self) -> None:
         # Outcomes reported while launching, now that the attempt is registered. Not
         # in _launch: an error raised by launch() has that frame in its traceback, and
         # a local holding the error there would be a cycle only the cyclic GC frees.
-        deferred, self._deferred = self._deferred, []
-        for done_index, error in deferred:
+        deferred, self._deferred = self._deferred, None
+        for done_index, error in deferred or ():  # _launch checked that there are some
             if done_index == _BUG:
                 self.report_bug(error)  # type: ignore[arg-type]
             else:
                 self.report(done_index, error)
-
-    def _follow_timer(self, at: float | None) -> None:
-        """Keep the one delay timer on *at* (``None``: no start is timed)."""
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self.loop.call_soon(self._arm_delay, 2)
 
     def _arm_delay(self, stages: int) -> None:
         # The delay timer is armed two loop iterations after the attempt started,
@@ -264,6 +278,8 @@ class LoopRace(Generic[ItemT]):
             # What the attempt holds is released only once its task has ended: on a
             # proactor loop, closing a socket under an overlapped connect still in
             # flight is the dangerous order.
+            if self._busy is None:
+                self._busy = {}
             self._busy[index] = task
         self.report(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
 
@@ -278,12 +294,16 @@ class LoopRace(Generic[ItemT]):
         """Stop *attempt* now; remember its task, if any, to await it later."""
         task = attempt.abort()
         if task is not None:
-            self._aborted.append(task)
+            if self._aborted is None:
+                self._aborted = [task]
+            else:
+                self._aborted.append(task)
         return task
 
     def _discard(self, index: int) -> None:
         """Release attempt *index*'s resources, once its task (if aborted) has ended."""
-        task = self._busy.pop(index, None)
+        busy = self._busy
+        task = busy.pop(index, None) if busy else None
         if task is None or task.done():
             self.discard(index)
         else:

@@ -4,6 +4,21 @@
 (aiohttp calls it with exactly these keywords and autospecs the signature), built on
 :class:`ConnectRace`, which the host-name layer also feeds while it resolves.
 
+The call path of one connection:
+
+1. :func:`start_connection` checks its arguments (``_validate``), interleaves the
+   families (RFC 8305 section 4, ``_addresses``) and orders by ``history``.
+2. It makes a :class:`ConnectRace`: a :class:`~happydial._schedule.Schedule` (the
+   rules, no I/O) driven on the loop by ``_driver.LoopRace``, with this module's
+   failure policy (:data:`FAILURES`) and, with a history, its adaptive delay.
+3. The driver asks the schedule what to do; for each launch, :meth:`ConnectRace.launch`
+   makes and binds the socket and starts its connect (``_sockets``: a writer callback,
+   or ``loop.sock_connect`` in a task).
+4. Each outcome goes back through :meth:`~happydial._driver.LoopRace.report`; the
+   schedule decides: the next attempt now, later (the delay timer), or the end.
+5. At the end, :meth:`ConnectRace.close_losers` closes every socket but the winner's,
+   and :meth:`ConnectRace.connect` returns the winner or raises every attempt's error.
+
 Ownership, the contract of this module: every socket an attempt creates is recorded
 in ``ConnectRace.sockets`` at once. When the race ends, :meth:`ConnectRace.close_losers`
 is the one place that closes them: every socket but the winner, exactly once, on

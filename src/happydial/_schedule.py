@@ -25,13 +25,16 @@ The rules:
 
 Phases (h11 style: one name, not a combination of booleans)::
 
-    IDLE --start--> DUE --step: a Launch--> STAGGERING --delay_elapsed, or the
-                    ^  |                        |          most recent attempt failed--> DUE
-                    |  | step: queue empty,     |
-                    |  v more may come          |
-                    +--STARVED <--add           +--a win, a bug, nothing left--> DONE
+                 start                 a launch                delay elapsed, or the most
+       IDLE  ------------->  DUE  ------------------>  STAGGERING  recent attempt failed
+                             ^  |  <----------------------------+
+                  add (an    |  | queue empty, more may come    |
+                  item came) |  v                               | a win, a bug, the caller
+                           STARVED                              | gave up, or nothing left
+                                                                v
+                                                              DONE
 
-Invariants: each attempt is pending from its :class:`Launch` until its first
+Invariants: each attempt is pending from its launch (:meth:`Schedule.step`) until its first
 outcome, and an outcome counts only while its attempt is pending and the race is
 not DONE; ``started`` and ``errors`` only grow (one slot per attempt, in start
 order) and are never rebound, so a driver may hold them; ``next_at`` is set only in
@@ -57,7 +60,6 @@ __all__ = [
     "STAGGERING",
     "STARVED",
     "WAIT",
-    "Launch",
     "Phase",
     "Schedule",
     "Step",
@@ -78,7 +80,7 @@ class Phase(enum.Enum):
 
 
 class Step(enum.Enum):
-    """What :meth:`Schedule.step` asks of the driver, when it is not a :class:`Launch`."""
+    """What :meth:`Schedule.step` asks of the driver, when it is not a launch."""
 
     WAIT = "wait"  # until an outcome, an item, or next_at (when set)
     NEED_ITEMS = "need items"  # a start is due and the queue is empty: add or stop_feeding
@@ -89,16 +91,6 @@ class Step(enum.Enum):
 # class costs about 0.25 us, and a race does a dozen such lookups (see bench/).
 IDLE, DUE, STARVED, STAGGERING, DONE = Phase
 WAIT, NEED_ITEMS, FINISHED = Step
-
-
-class Launch(Generic[ItemT]):
-    """Start attempt *index* with *item*, then report :meth:`Schedule.launched`."""
-
-    __slots__ = ("index", "item")
-
-    def __init__(self, index: int, item: ItemT) -> None:
-        self.index = index
-        self.item = item
 
 
 class Verdict(enum.Enum):
@@ -187,7 +179,7 @@ class Schedule(Generic[ItemT]):
         self._maybe_done()
 
     def launched(self, index: int, now: float) -> None:
-        """Attempt *index*, the latest :class:`Launch`, started at *now*."""
+        """Attempt *index*, the latest launch, started at *now*."""
         if self.delay is None or not (self.items or self.feeding):
             return  # the next start waits for a failure, or there is none
         delay = (
@@ -214,7 +206,8 @@ class Schedule(Generic[ItemT]):
             return False
         self.pending.discard(index)
         self.winner = index
-        self._done()
+        self.phase = DONE  # _done(), inline: every race's winning path
+        self.next_at = None
         return True
 
     def failed(self, index: int, error: BaseException) -> Verdict:
@@ -248,12 +241,14 @@ class Schedule(Generic[ItemT]):
 
     # -- output --------------------------------------------------------------
 
-    def step(self) -> Launch[ItemT] | Step:
+    def step(self) -> int | Step:
         """What the driver should do next.
 
-        A :class:`Launch` makes its attempt pending; the driver starts it and calls
-        :meth:`launched`. ``WAIT``: an outcome, :meth:`add`, or (with ``next_at``
-        set) :meth:`delay_elapsed` comes next.
+        An int *i*: launch attempt *i* with item ``started[i]``; it is pending from
+        now, and the driver calls :meth:`launched` once it has started it (an int,
+        not an object: this runs for every attempt of every race, see bench/).
+        ``WAIT``: an outcome, :meth:`add`, or (with ``next_at`` set)
+        :meth:`delay_elapsed` comes next.
         """
         phase = self.phase
         if phase is DUE:
@@ -264,7 +259,7 @@ class Schedule(Generic[ItemT]):
                 self.errors.append(None)
                 self.pending.add(index)
                 self.phase = STAGGERING
-                return Launch(index, item)
+                return index
             if self.feeding:
                 self.phase = STARVED
                 return NEED_ITEMS
