@@ -227,7 +227,13 @@ class ConnectRace(LoopRace[AddrInfoType]):
             self.forget_errors()
             if not errors:
                 raise OSError("no addresses to connect to")
-            raise aggregate_errors(errors, all_errors=all_errors)
+            try:
+                raise aggregate_errors(errors, all_errors=all_errors)
+            finally:
+                # On 3.12+, an attempt's error holds its frames up to run() and this
+                # frame (a frame keeps its caller once it ends): this frame holding
+                # the errors too would be a cycle only the cyclic GC frees.
+                del errors
         self.forget_errors()
         return sock, self.started[winner]
 

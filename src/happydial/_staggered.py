@@ -114,9 +114,14 @@ async def staggered_race(
     finally:
         exceptions = _unwrap(race)
         race.forget_errors()
-    if winner is None:
-        return None, None, exceptions
-    return race.results[winner], winner, exceptions
+    result = None if winner is None else race.results[winner]
+    try:
+        return result, winner, exceptions
+    finally:
+        # On 3.12+, an error raised by a coroutine that ran eagerly holds its frames
+        # up to this one (a frame keeps its caller once it ends): this frame holding
+        # the race and the errors too would be a cycle only the cyclic GC frees.
+        del race, exceptions
 
 
 def _unwrap(race: _CoroutineRace[T]) -> list[BaseException | None]:
