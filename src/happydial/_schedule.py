@@ -34,6 +34,11 @@ Phases (h11 style: one name, not a combination of booleans)::
                                                                 v
                                                               DONE
 
+Where later rules belong: a cap on attempts in flight is one more condition before a
+launch in :meth:`Schedule.step`; an overall deadline is one more input that ends the
+race; a delay policy is the ``delay_after`` policy. Each stays a rule here, with the
+driver unchanged but for arming one more time.
+
 Invariants: each attempt is pending from its launch (:meth:`Schedule.step`) until its first
 outcome, and an outcome counts only while its attempt is pending and the race is
 not DONE; ``started`` and ``errors`` only grow (one slot per attempt, in start
