@@ -474,3 +474,28 @@ def test_from_json_rejects_bad_numbers(field: str, value: Any, match: str) -> No
     entry[field] = value
     with pytest.raises(ValueError, match=match):
         AddressHistory.from_json({"version": 1, "entries": [entry]})
+
+
+def test_delay_zero_stays_zero_with_a_history(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        net = FakeNetwork(loop)
+        net.script(A6, outcome="hang")
+        net.script(A4, delay=0.040)
+        history = AddressHistory(clock=loop.time)
+        history.record_success(ai(A6)[4], 0.030)  # known: it would adapt a non-zero delay
+        events: list[happydial.TraceEvent] = []
+        start = loop.time()
+        sock = await start_connection(
+            [ai(A6), ai(A4)],
+            happy_eyeballs_delay=0,
+            socket_factory=net.socket_factory,
+            history=history,
+            trace=events.append,
+        )
+        sock.close()
+        # Both started at once, and 0 ("all at once") was never adapted.
+        assert loop.time() - start == pytest.approx(0.040)
+        assert not [e for e in events if isinstance(e, happydial.DelayAdjusted)]
+
+    vrun(main)

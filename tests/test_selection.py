@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from happydial import AddrInfoType, sort_addr_infos
-from happydial._selection import _sort, _sources_lookup
+from happydial._selection import rank_by_sources, sources_lookup
 
 V4 = socket.AF_INET
 V6 = socket.AF_INET6
@@ -431,6 +431,6 @@ def test_unusable_destinations_go_last(case: tuple[list[AddrInfoType], dict[str,
 def test_internal_sort_counts_usable_entries() -> None:
     # connect() interleaves the usable entries and keeps the rest last.
     infos = [entry("2001:db8::10"), entry("192.0.2.10"), entry("192.0.2.11")]
-    lookup = _sources_lookup({"2001:db8::10": None, "192.0.2.10": "192.0.2.2", "192.0.2.11": None})
-    assert _sort(infos, lookup) == ([infos[1], infos[0], infos[2]], 1)
-    assert _sort(infos[:1], lookup) == (infos[:1], 0)
+    lookup = sources_lookup({"2001:db8::10": None, "192.0.2.10": "192.0.2.2", "192.0.2.11": None})
+    assert rank_by_sources(infos, lookup) == ([infos[1], infos[0], infos[2]], 1)
+    assert rank_by_sources(infos[:1], lookup) == (infos[:1], 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,25 +28,62 @@ def attempt(
     return run
 
 
-@pytest.mark.parametrize(
-    ("delay", "plan", "starts", "winner", "end"),
-    [
-        (0.25, [(9, "a"), (0.1, "b")], [0, 0.25], 1, 0.35),
-        (0.25, [(0.1, ValueError("x")), (0.1, "b")], [0, 0.1], 1, 0.2),
-        (None, [(0.3, ValueError("x")), (0.1, "b")], [0, 0.3], 1, 0.4),
-        (0, [(0.3, "a"), (0.1, "b"), (0.2, "c")], [0, 0, 0], 1, 0.1),
-        (0.2, [(0.3, ValueError("x")), (9, "b"), (0.1, "c")], [0, 0.2, 0.4], 2, 0.5),
-        (0.25, [(0.1, ValueError("x")), (0.1, KeyError("y"))], [0, 0.1], None, 0.2),
-    ],
-)
-def test_schedule(
-    vrun: Runner[Any],
-    delay: float | None,
-    plan: list[tuple[float, Any]],
-    starts: list[float],
-    winner: int | None,
-    end: float,
-) -> None:
+DELAY = 0.25
+
+
+@dataclass(frozen=True)
+class Row:
+    """One race: each coroutine sleeps, then returns or raises; what must follow."""
+
+    plan: list[tuple[float, Any]]  # per coroutine: (seconds it runs, result or exception)
+    delay: float | None
+    starts: list[float]  # when each coroutine started
+    winner: int | None
+    ends_at: float
+
+
+ROWS = {
+    "a slow first, the second wins": Row(
+        plan=[(9, "a"), (0.1, "b")], delay=DELAY, starts=[0, DELAY], winner=1, ends_at=DELAY + 0.1
+    ),
+    "a failure starts the next at once": Row(
+        plan=[(0.1, ValueError("x")), (0.1, "b")],
+        delay=DELAY,
+        starts=[0, 0.1],
+        winner=1,
+        ends_at=0.2,
+    ),
+    "no delay: one at a time": Row(
+        plan=[(0.3, ValueError("x")), (0.1, "b")],
+        delay=None,
+        starts=[0, 0.3],
+        winner=1,
+        ends_at=0.4,
+    ),
+    "delay 0: all at once": Row(
+        plan=[(0.3, "a"), (0.1, "b"), (0.2, "c")], delay=0, starts=[0, 0, 0], winner=1, ends_at=0.1
+    ),
+    "an older failure moves nothing": Row(
+        plan=[(0.3, ValueError("x")), (9, "b"), (0.1, "c")],
+        delay=0.2,
+        starts=[0, 0.2, 0.4],
+        winner=2,
+        ends_at=0.5,
+    ),
+    "every coroutine fails": Row(
+        plan=[(0.1, ValueError("x")), (0.1, KeyError("y"))],
+        delay=DELAY,
+        starts=[0, 0.1],
+        winner=None,
+        ends_at=0.2,
+    ),
+}
+
+
+@pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
+def test_schedule(vrun: Runner[Any], row: Row) -> None:
+    plan, delay, starts, winner, end = row.plan, row.delay, row.starts, row.winner, row.ends_at
+
     async def main() -> None:
         log: list[tuple[str, float]] = []
         fns = [attempt(log, str(i), d, r) for i, (d, r) in enumerate(plan)]

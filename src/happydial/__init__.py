@@ -1,13 +1,16 @@
 """happydial: Happy Eyeballs (RFC 8305) TCP connections for asyncio.
 
 Layout: every implementation module is private and re-exported here. Imports flow
-one way: wrappers and host names -> resolvers, racer -> schedule and sockets -> address
-layer.
+one way: wrappers and host names -> resolvers, racer -> driver -> schedule and sockets
+-> address layer; ``_validate`` is a leaf every layer may use.
 
 * ``_addresses``: the pure address layer (ordering and editing addr_info lists).
 * ``_selection``: ``sort_addr_infos``, RFC 6724 destination address selection (pure).
 * ``_sources``: source addresses for it, by UDP ``connect()`` probes, cached.
-* ``_schedule``: when attempts start and what ends a race (RFC 8305 section 5).
+* ``_validate``: the argument checks, one place and one wording.
+* ``_schedule``: when attempts start and what ends a race (RFC 8305 section 5), as
+  pure state with inputs and outputs: no loop, no sockets, no clock.
+* ``_driver``: ``LoopRace``, which runs a schedule on an asyncio loop.
 * ``_sockets``: the I/O seam: make, bind and connect one attempt's socket.
 * ``_racer``: ``start_connection``, the drop-in for aiohappyeyeballs.
 * ``_staggered``: ``staggered_race``, the generic primitive.

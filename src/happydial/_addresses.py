@@ -26,14 +26,18 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
+from ._validate import check_count, is_int
+
 __all__ = [
     "AddrInfoType",
     "SocketFactoryType",
     "addr_to_addr_infos",
     "check_addr_infos",
     "interleave_addr_infos",
+    "interleave_families",
     "ip_addresses_to_addr_infos",
     "literal_addr_info",
+    "normalise",
     "pop_addr_infos_interleave",
     "remove_addr_infos",
 ]
@@ -54,6 +58,10 @@ type-checking.
 SocketFactoryType: TypeAlias = Callable[[AddrInfoType], socket.socket]
 """Makes the socket for one attempt from its addr_info (aiohappyeyeballs-compatible)."""
 
+# The old spelling, for modules being changed on other branches (_resolver.py,
+# _nat64.py) until they import is_int from _validate: delete once none does.
+_is_int = is_int
+
 _INET_FAMILIES = frozenset((socket.AF_INET, socket.AF_INET6))
 _AF_INET = int(socket.AF_INET)
 _AF_INET6 = int(socket.AF_INET6)
@@ -68,13 +76,8 @@ _MAX_C_INT = 2**31 - 1
 # ---------------------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
-    # bool is an int subclass, but True as a port or a count is always a bug.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_port(port: object, what: str) -> None:
-    if not _is_int(port):
+    if not is_int(port):
         raise TypeError(f"{what}: port must be an int, got {port!r}")
     if not 0 <= port <= _MAX_PORT:  # type: ignore[operator]
         raise ValueError(f"{what}: port must be in 0-{_MAX_PORT}, got {port!r}")
@@ -95,7 +98,7 @@ def _check_sockaddr(family: int, sockaddr: object, what: str) -> None:
         raise TypeError(f"{what}: sockaddr host must be a str, got {sockaddr[0]!r}")
     _check_port(sockaddr[1], what)
     for field in sockaddr[2:]:
-        if not _is_int(field):
+        if not is_int(field):
             raise TypeError(f"{what}: flowinfo and scope_id must be ints, got {sockaddr!r}")
         if not 0 <= field <= _MAX_U32:
             raise ValueError(f"{what}: flowinfo and scope_id must fit in 32 bits, got {sockaddr!r}")
@@ -111,7 +114,7 @@ def _check_addr_info(entry: Any, what: str) -> AddrInfoType:
             f"{what} must be a 5-tuple (family, type, proto, canonname, sockaddr), got {entry!r}"
         )
     family, type_, proto, canonname, sockaddr = entry
-    if not (_is_int(family) and _is_int(type_) and _is_int(proto)):
+    if not (is_int(family) and is_int(type_) and is_int(proto)):
         raise TypeError(f"{what}: family, type and proto must be ints, got {entry!r}")
     if family not in _INET_FAMILIES:
         raise ValueError(f"{what}: family must be AF_INET or AF_INET6, got {entry!r}")
@@ -187,14 +190,6 @@ def _require_list(addr_infos: object) -> None:
         raise TypeError(f"addr_infos must be a list (it is edited in place), got {addr_infos!r}")
 
 
-def _check_count(value: object, name: str) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:  # type: ignore[operator]
-        raise ValueError(f"{name} must be at least 1, got {value!r}")
-    return value  # type: ignore[return-value]
-
-
 # ---------------------------------------------------------------------------
 # RFC 8305 section 4: interleaving address families
 # ---------------------------------------------------------------------------
@@ -242,12 +237,12 @@ def interleave_addr_infos(
         ValueError: *first_address_family_count* is below 1 (aiohappyeyeballs treats 0
             as 1 silently), or an entry is malformed.
     """
-    count = _check_count(first_address_family_count, "first_address_family_count")
+    count = check_count(first_address_family_count, "first_address_family_count")
     entries = check_addr_infos(addr_infos)
-    return _interleave(entries, count)
+    return interleave_families(entries, count)
 
 
-def _interleave(entries: list[AddrInfoType], count: int) -> list[AddrInfoType]:
+def interleave_families(entries: list[AddrInfoType], count: int) -> list[AddrInfoType]:
     """:func:`interleave_addr_infos` on an already validated list."""
     if len(entries) < 3:
         return list(entries)  # interleaving cannot change the order of two entries
@@ -284,7 +279,7 @@ def pop_addr_infos_interleave(
             nothing there, and a retry loop around it never ends (aiohttp's
             ``TCPConnector(interleave=0)`` spins at about 14,000 calls a second).
     """
-    count = 1 if interleave is None else _check_count(interleave, "interleave")
+    count = 1 if interleave is None else check_count(interleave, "interleave")
     _require_list(addr_infos)
     check_addr_infos(addr_infos)
     seen: dict[int, int] = {}
@@ -371,7 +366,7 @@ def _ipv6_sockaddr(addr: tuple[Any, ...], what: str) -> tuple[str, int, int, int
     """Pad an IPv6 address tuple to 4 fields, turning a ``%zone`` into the scope id."""
     flowinfo, scope_id = (*addr[2:], 0, 0)[:2]
     for field in (flowinfo, scope_id):
-        if not _is_int(field):
+        if not is_int(field):
             raise TypeError(f"{what}: flowinfo and scope_id must be ints")
         if not 0 <= field <= _MAX_U32:
             raise ValueError(f"{what}: flowinfo and scope_id must fit in 32 bits")
@@ -429,7 +424,7 @@ def ip_addresses_to_addr_infos(
         else:
             raise TypeError(f"addresses[{i}]: expected an IP address or a str, got {address!r}")
         entry = literal_addr_info((text, port), f"addresses[{i}] {text!r}")
-        result.setdefault(_normalise(entry[4]), entry)  # type: ignore[arg-type]
+        result.setdefault(normalise(entry[4]), entry)  # type: ignore[arg-type]
     return list(result.values())
 
 
@@ -442,7 +437,7 @@ _NormalisedAddr: TypeAlias = tuple[
 ]
 
 
-def _normalise(sockaddr: tuple[Any, ...]) -> _NormalisedAddr | None:
+def normalise(sockaddr: tuple[Any, ...]) -> _NormalisedAddr | None:
     """A comparable key for an IP sockaddr, or ``None`` if its host is no IP literal.
 
     IPv6 spellings compare equal (``ipaddress`` parses them), a missing flowinfo or
@@ -497,10 +492,10 @@ def remove_addr_infos(
     if len(kept) == len(addr_infos):
         family = socket.AF_INET6 if len(addr) > 2 or ":" in str(addr[0]) else socket.AF_INET
         _check_sockaddr(family, addr, f"addr {addr!r}")
-        key = _normalise(addr)
+        key = normalise(addr)
         if key is None:
             raise ValueError(f"addr {addr!r}: host is not an IP address")
-        kept = [entry for entry in addr_infos if _normalise(entry[4]) != key]
+        kept = [entry for entry in addr_infos if normalise(entry[4]) != key]
     if len(kept) == len(addr_infos):
         raise ValueError(f"Address {addr} not found in addr_infos")
     addr_infos[:] = kept

@@ -33,23 +33,27 @@ from . import _trace
 from ._addresses import (
     AddrInfoType,
     SocketFactoryType,
-    _check_count,
-    _interleave,
-    _is_int,
-    _normalise,
     check_addr_infos,
+    interleave_families,
     literal_addr_info,
+    normalise,
 )
 from ._dns64 import Nat64Discovery
 from ._history import AddressHistory
 from ._ipv6only import LastResort, Synthesis, check_nat64_options, explain
-from ._racer import ConnectRace, _check_callable, apply_history, check_ip_literals
+from ._racer import ConnectRace, apply_history, check_ip_literals
 from ._resolver import Resolver, getaddrinfo_resolver
-from ._schedule import check_delay
-from ._selection import SourcesType, _sort, _sources_lookup, ranks_below_ipv4
+from ._selection import SourcesType, rank_by_sources, ranks_below_ipv4, sources_lookup
 from ._sockets import being_cancelled
 from ._sources import bound_sources, default_source_cache
 from ._trace import TraceType
+from ._validate import (
+    check_callable,
+    check_count,
+    check_delay,
+    check_host_port,
+    is_int,
+)
 
 __all__ = ["Resolver", "connect", "getaddrinfo_resolver"]
 
@@ -188,8 +192,7 @@ class _Feeder:
         race = self.race
         # Section 4: sort by RFC 6724 first (the untried addresses with the new
         # ones), then interleave the usable ones; those with no source go last.
-        ranked, usable = _sort([*race.items, *new], self.sources)
-        race.items.clear()
+        ranked, usable = rank_by_sources([*race.schedule.items, *new], self.sources)
         unusable = ranked[usable:]
         ranked = ranked[:usable]
         preferred = ranked[0][0] if ranked else socket.AF_INET6
@@ -199,16 +202,16 @@ class _Feeder:
         last = race.started[-1][0] if race.started else None
         if last is None or (last == preferred and tried < self.count):
             # The preferred family still has some of its First Address Family Count.
-            merged = _interleave(same + other, self.count - tried)
+            merged = interleave_families(same + other, self.count - tried)
         elif last == preferred:
-            merged = _interleave(other + same, 1)  # keep alternating: the other's turn
+            merged = interleave_families(other + same, 1)  # keep alternating: the other's turn
         else:
-            merged = _interleave(same + other, 1)  # keep alternating: the preferred's turn
+            merged = interleave_families(same + other, 1)  # keep alternating: the preferred's turn
         merged += unusable
         if race.history is not None:
             emit = race.emit if race.trace is not None else None
             merged = apply_history(race.history, merged, race.loop, emit)
-        race.add(merged)
+        race.requeue(merged)  # the untried addresses, re-sorted with the new ones
 
     def close(self) -> None:
         """Cancel the resolution-delay timer and abandon the lookups still running.
@@ -231,7 +234,7 @@ def _canonical(entry: AddrInfoType) -> tuple[AddrInfoType, object]:
     """*entry* with an IPv4-mapped IPv6 address turned into IPv4, and its identity."""
     if entry[0] != socket.AF_INET6:
         return entry, (entry[4][0], entry[4][1])
-    key = _normalise(entry[4])  # the resolver's answer was checked to be a literal
+    key = normalise(entry[4])  # the resolver's answer was checked to be a literal
     ip = key[0]  # type: ignore[index]
     mapped = ip.ipv4_mapped  # type: ignore[union-attr]
     if mapped is None:
@@ -326,17 +329,6 @@ def _local_addr_infos(local_addr: object) -> list[AddrInfoType] | None:
     return [literal_addr_info(local_addr, f"local_addr {local_addr!r}")]
 
 
-def _check_host_port(host: object, port: object) -> None:
-    if not isinstance(host, str):
-        raise TypeError(f"host must be a str, got {host!r}")
-    if not host:
-        raise ValueError("host must not be empty")
-    if not _is_int(port):
-        raise TypeError(f"port must be an int, got {port!r}")
-    if not 0 <= port <= 65535:  # type: ignore[operator]
-        raise ValueError(f"port must be in 0-65535, got {port!r}")
-
-
 _FAMILIES: dict[int, list[int]] = {
     socket.AF_UNSPEC: [socket.AF_INET6, socket.AF_INET],
     socket.AF_INET6: [socket.AF_INET6],
@@ -409,19 +401,19 @@ async def connect(
         TypeError: An argument has the wrong type.
         ValueError: An argument has a bad value.
     """
-    _check_host_port(host, port)
-    if not _is_int(family):
+    check_host_port(host, port)
+    if not is_int(family):
         raise TypeError(f"family must be an int (AF_UNSPEC, AF_INET or AF_INET6), got {family!r}")
     if family not in _FAMILIES:
         raise ValueError(f"family must be AF_UNSPEC, AF_INET or AF_INET6, got {family!r}")
     delay = check_delay(happy_eyeballs_delay, "happy_eyeballs_delay", allow_zero=True)
     res_delay = check_delay(resolution_delay, "resolution_delay", allow_zero=True)
     timeout = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
-    count = _check_count(first_address_family_count, "first_address_family_count")
+    count = check_count(first_address_family_count, "first_address_family_count")
     local = _local_addr_infos(local_addr)
-    _check_callable(socket_factory, "socket_factory")
-    _check_callable(resolver, "resolver")
-    _check_callable(trace, "trace")
+    check_callable(socket_factory, "socket_factory")
+    check_callable(resolver, "resolver")
+    check_callable(trace, "trace")
     if history is not None and not isinstance(history, AddressHistory):
         raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
     source_of = _sources_for(sources, local)
@@ -473,7 +465,7 @@ def _sources_for(
 ) -> Callable[[AddrInfoType], object]:
     """The source address of each destination: given, bound to, or the kernel's."""
     if sources is not None:
-        return _sources_lookup(sources)
+        return sources_lookup(sources)
     cache = default_source_cache()
     return cache if local is None else bound_sources(local, cache)
 

@@ -28,9 +28,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from ._addresses import AddrInfoType, _is_int, _normalise, check_addr_infos
+from ._addresses import AddrInfoType, check_addr_infos, normalise
+from ._validate import check_seconds, is_int
 
-__all__ = ["AddressHistory", "FailureKind", "failure_kind"]
+__all__ = ["AddressHistory", "FailureKind", "failure_kind", "sort_by_history"]
 
 FailureKind = Literal["timeout", "refused", "unreachable", "error"]
 
@@ -91,25 +92,17 @@ def _key(sockaddr: object) -> _Key | None:
         not isinstance(sockaddr, tuple)
         or not 2 <= len(sockaddr) <= 4
         or not isinstance(sockaddr[0], str)
-        or not _is_int(sockaddr[1])
-        or not all(_is_int(field) for field in sockaddr[2:])
+        or not is_int(sockaddr[1])
+        or not all(is_int(field) for field in sockaddr[2:])
     ):
         raise TypeError(
             f"sockaddr must be a (host, port[, flowinfo, scope_id]) tuple, got {sockaddr!r}"
         )
-    normal = _normalise(sockaddr)
+    normal = normalise(sockaddr)
     if normal is None:
         return None
     ip, port, _, scope = normal
     return (str(ip), port, scope)
-
-
-def _check_seconds(value: object, name: str, *, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if math.isnan(value) or math.isinf(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number of seconds >= {minimum}, got {value!r}")
-    return float(value)
 
 
 class AddressHistory:
@@ -148,15 +141,15 @@ class AddressHistory:
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Create an empty history (see the class docstring for the arguments)."""
-        if not _is_int(max_entries) or max_entries < 1:
+        if not is_int(max_entries) or max_entries < 1:
             raise ValueError(f"max_entries must be a positive int, got {max_entries!r}")
         self.max_entries = max_entries
-        self.cooldown = _check_seconds(cooldown, "cooldown", minimum=0.0)
-        self.delay_multiple = _check_seconds(delay_multiple, "delay_multiple", minimum=0.0)
-        self.min_attempt_delay = _check_seconds(
+        self.cooldown = check_seconds(cooldown, "cooldown", minimum=0.0)
+        self.delay_multiple = check_seconds(delay_multiple, "delay_multiple", minimum=0.0)
+        self.min_attempt_delay = check_seconds(
             min_attempt_delay, "min_attempt_delay", minimum=_HARD_FLOOR
         )
-        self.max_attempt_delay = _check_seconds(
+        self.max_attempt_delay = check_seconds(
             max_attempt_delay, "max_attempt_delay", minimum=_HARD_FLOOR
         )
         if self.min_attempt_delay > self.max_attempt_delay:
@@ -186,7 +179,7 @@ class AddressHistory:
 
     def record_success(self, sockaddr: tuple[Any, ...], connect_time: float) -> None:
         """An attempt to *sockaddr* connected after *connect_time* seconds."""
-        connect_time = _check_seconds(connect_time, "connect_time", minimum=0.0)
+        connect_time = check_seconds(connect_time, "connect_time", minimum=0.0)
         key = _key(sockaddr)
         if key is None:
             return
@@ -287,7 +280,7 @@ class AddressHistory:
         A small multiple of the address's measured connect time, clamped to
         ``[min_attempt_delay, max_attempt_delay]``; *default* when nothing was measured.
         """
-        default = _check_seconds(default, "default", minimum=0.0)
+        default = check_seconds(default, "default", minimum=0.0)
         entry = check_addr_infos([addr_info], "addr_info")[0]
         measured = self.connect_time(entry[4])
         return default if measured is None else self.delay_for(measured)
@@ -344,13 +337,20 @@ class AddressHistory:
         return history
 
 
+def sort_by_history(
+    history: AddressHistory, entries: list[AddrInfoType]
+) -> tuple[list[AddrInfoType], list[str]]:
+    """:meth:`AddressHistory.sort` of *entries* already validated (the racer's)."""
+    return history._sort(entries)
+
+
 def _parse_entry(item: Any) -> tuple[_Key, _Record]:
     address = str(ipaddress.ip_address(item["address"]))
     port, scope = item["port"], item["scope"]
-    if not _is_int(port) or not (_is_int(scope) or isinstance(scope, str)):
+    if not is_int(port) or not (is_int(scope) or isinstance(scope, str)):
         raise TypeError("port must be an int and scope an int or a str")
     successes, failures = item["successes"], item["failures"]
-    if not (_is_int(successes) and _is_int(failures) and successes >= 0 and failures >= 0):
+    if not (is_int(successes) and is_int(failures) and successes >= 0 and failures >= 0):
         raise ValueError("successes and failures must be non-negative ints")
     record = _Record(
         connect_time=_optional_float(item["connect_time"], minimum=0.0),

@@ -37,8 +37,8 @@ from ._addresses import AddrInfoType
 from ._dns64 import Nat64Discovery
 from ._errors import format_sockaddr
 from ._nat64 import Nat64Prefix, non_global_reason, synthesize_addr_infos
-from ._schedule import check_delay
 from ._sockets import being_cancelled
+from ._validate import check_delay
 
 if TYPE_CHECKING:
     from ._connect import ResolverType, _Feeder

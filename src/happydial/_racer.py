@@ -4,6 +4,21 @@
 (aiohttp calls it with exactly these keywords and autospecs the signature), built on
 :class:`ConnectRace`, which the host-name layer also feeds while it resolves.
 
+The call path of one connection:
+
+1. :func:`start_connection` checks its arguments (``_validate``), interleaves the
+   families (RFC 8305 section 4, ``_addresses``) and orders by ``history``.
+2. It makes a :class:`ConnectRace`: a :class:`~happydial._schedule.Schedule` (the
+   rules, no I/O) driven on the loop by ``_driver.LoopRace``, with this module's
+   failure policy (:data:`FAILURES`) and, with a history, its adaptive delay.
+3. The driver asks the schedule what to do; for each launch, :meth:`ConnectRace.launch`
+   makes and binds the socket and starts its connect (``_sockets``: a writer callback,
+   or ``loop.sock_connect`` in a task).
+4. Each outcome goes back through :meth:`~happydial._driver.LoopRace.report`; the
+   schedule decides: the next attempt now, later (the delay timer), or the end.
+5. At the end, :meth:`ConnectRace.close_losers` closes every socket but the winner's,
+   and :meth:`ConnectRace.connect` returns the winner or raises every attempt's error.
+
 Ownership, the contract of this module: every socket an attempt creates is recorded
 in ``ConnectRace.sockets`` at once. When the race ends, :meth:`ConnectRace.close_losers`
 is the one place that closes them: every socket but the winner, exactly once, on
@@ -21,12 +36,13 @@ from . import _trace
 from ._addresses import (
     AddrInfoType,
     SocketFactoryType,
-    _interleave,
     check_addr_infos,
+    interleave_families,
 )
+from ._driver import LoopRace
 from ._errors import aggregate_errors, tag_error
-from ._history import AddressHistory, failure_kind
-from ._schedule import Schedule, check_delay
+from ._history import AddressHistory, failure_kind, sort_by_history
+from ._schedule import Schedule
 from ._sockets import (
     Attempt,
     connect_address,
@@ -35,6 +51,7 @@ from ._sockets import (
     uses_writer_callbacks,
 )
 from ._trace import TraceType
+from ._validate import check_loop, check_start_options
 
 __all__ = ["ConnectRace", "apply_history", "check_ip_literals", "start_connection"]
 
@@ -54,6 +71,18 @@ def check_ip_literals(addr_infos: list[AddrInfoType], name: str) -> None:
             ) from None
 
 
+# What counts as "this attempt failed, try the next one". Anything else is a bug in
+# the caller's code (a socket_factory raising ValueError, a malformed address) and
+# propagates at once, the same on every path. RuntimeError is uvloop's "fd in use by
+# a transport" (aiohappyeyeballs #105).
+FAILURES = (OSError, RuntimeError)
+
+
+def is_failure(error: BaseException) -> bool:
+    """The racer's failure policy: a connection error, or uvloop's RuntimeError."""
+    return isinstance(error, FAILURES)
+
+
 def _close_quietly(sock: socket.socket) -> None:
     # A failing close() (a descriptor someone else closed, as uvloop's handoff can
     # do) must never replace the caller's result, error or CancelledError.
@@ -61,10 +90,11 @@ def _close_quietly(sock: socket.socket) -> None:
         sock.close()
 
 
-class ConnectRace(Schedule[AddrInfoType]):
+class ConnectRace(LoopRace[AddrInfoType]):
     """A race of TCP connects over addr_infos, with one owner for all its sockets."""
 
     __slots__ = (
+        "delay",
         "history",
         "local_addr_infos",
         "socket_factory",
@@ -85,7 +115,11 @@ class ConnectRace(Schedule[AddrInfoType]):
         trace: TraceType | None = None,
         history: AddressHistory | None = None,
     ) -> None:
-        super().__init__(loop, delay, attempt_timeout)
+        # The adaptive delay is a policy of the schedule only when there is a
+        # history to adapt from: without one, the schedule does not call out.
+        delay_after = self.delay_after if history is not None else None
+        super().__init__(loop, Schedule(delay, is_failure, delay_after), attempt_timeout)
+        self.delay = delay
         self.local_addr_infos = local_addr_infos
         self.socket_factory = socket_factory
         self.trace = trace
@@ -135,7 +169,8 @@ class ConnectRace(Schedule[AddrInfoType]):
 
     def on_abort(self, index: int) -> None:
         """Trace an attempt stopped because the race ended; record it if it was overtaken."""
-        if self.history is not None and self.winner is not None and index < self.winner:
+        winner = self.schedule.winner
+        if self.history is not None and winner is not None and index < winner:
             # Started before the winner and still pending when the winner connected:
             # for Happy Eyeballs this address was too slow, i.e. it timed out.
             self.history.record_failure(self.started[index][4], "timeout")
@@ -145,12 +180,12 @@ class ConnectRace(Schedule[AddrInfoType]):
     def delay_after(self, item: AddrInfoType, index: int) -> float:
         """The configured delay, or the adaptive one when history knows *item*."""
         delay: float = self.delay  # type: ignore[assignment]
-        if self.history is None or delay == 0:
+        if delay == 0:
             return delay
-        measured = self.history.connect_time(item[4])
+        measured = self.history.connect_time(item[4])  # type: ignore[union-attr]
         if measured is None:
             return delay
-        adaptive = self.history.delay_for(measured)
+        adaptive = self.history.delay_for(measured)  # type: ignore[union-attr]
         if adaptive != delay and self.trace is not None:
             self.emit(_trace.DelayAdjusted(index, item, adaptive, measured, self.loop.time()))
         return adaptive
@@ -163,7 +198,8 @@ class ConnectRace(Schedule[AddrInfoType]):
 
     def close_losers(self) -> socket.socket | None:
         """Close every socket but the winner's, exactly once; return the winner's."""
-        winner = self.sockets.pop(self.winner, None) if self.winner is not None else None
+        index = self.schedule.winner
+        winner = self.sockets.pop(index, None) if index is not None else None
         sockets, self.sockets = self.sockets, {}
         for sock in sockets.values():
             _close_quietly(sock)
@@ -181,7 +217,7 @@ class ConnectRace(Schedule[AddrInfoType]):
         try:
             winner = await self.run()
         except BaseException:
-            self.winner = None
+            self.schedule.winner = None
             self.close_losers()
             self.forget_errors()
             raise
@@ -191,7 +227,13 @@ class ConnectRace(Schedule[AddrInfoType]):
             self.forget_errors()
             if not errors:
                 raise OSError("no addresses to connect to")
-            raise aggregate_errors(errors, all_errors=all_errors)
+            try:
+                raise aggregate_errors(errors, all_errors=all_errors)
+            finally:
+                # On 3.12+, an attempt's error holds its frames up to run() and this
+                # frame (a frame keeps its caller once it ends): this frame holding
+                # the errors too would be a cycle only the cyclic GC frees.
+                del errors
         self.forget_errors()
         return sock, self.started[winner]
 
@@ -209,47 +251,10 @@ def apply_history(
     """
     if not isinstance(history, AddressHistory):
         raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
-    ordered, reasons = history._sort(entries)  # entries are validated already
+    ordered, reasons = sort_by_history(history, entries)  # entries are validated already
     if reasons and trace is not None:
         trace(_trace.HistoryReordered(tuple(entries), tuple(ordered), tuple(reasons), loop.time()))
     return ordered
-
-
-def _check_options(
-    delay: object, timeout: object, interleave: object, socket_factory: object, trace: object
-) -> tuple[float | None, float | None, int | None]:
-    """Validate start_connection's options; ``is not None`` first, as None is common."""
-    if delay is not None:
-        delay = check_delay(delay, "happy_eyeballs_delay", allow_zero=True)
-    if timeout is not None:
-        timeout = check_delay(timeout, "attempt_timeout", allow_zero=False)
-    if interleave is not None:
-        interleave = _check_interleave(interleave)
-    if socket_factory is not None:
-        _check_callable(socket_factory, "socket_factory")
-    if trace is not None:
-        _check_callable(trace, "trace")
-    return delay, timeout, interleave
-
-
-def _check_interleave(interleave: object) -> int:
-    if isinstance(interleave, bool) or not isinstance(interleave, int):
-        raise TypeError(f"interleave must be an int or None, got {interleave!r}")
-    if interleave < 0:
-        raise ValueError(f"interleave must be 0 (keep the order) or more, got {interleave!r}")
-    return interleave
-
-
-def _running_loop(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
-    running = asyncio.get_running_loop()
-    if loop is not None and loop is not running:
-        raise ValueError(f"loop must be the running event loop, got {loop!r}")
-    return running
-
-
-def _check_callable(value: object, name: str) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, got {value!r}")
 
 
 async def start_connection(
@@ -317,14 +322,14 @@ async def start_connection(
     if local_addr_infos is not None:
         local = check_addr_infos(local_addr_infos, "local_addr_infos")
         check_ip_literals(local, "local_addr_infos")
-    delay, timeout, count = _check_options(
+    delay, timeout, count = check_start_options(
         happy_eyeballs_delay, attempt_timeout, interleave, socket_factory, trace
     )
-    running = _running_loop(loop)
+    running = check_loop(loop)
     if count is None and delay is not None:
         count = 1  # CPython's default: Happy Eyeballs on means interleaving on
     if count and len(entries) > 1:
-        entries = _interleave(entries, count)
+        entries = interleave_families(entries, count)
     if history is not None:
         entries = apply_history(history, entries, running, trace)
     race = ConnectRace(

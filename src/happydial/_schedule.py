@@ -1,8 +1,13 @@
-"""The attempt schedule of RFC 8305 section 5, with no I/O of its own.
+"""The attempt schedule of RFC 8305 section 5, as pure state: no I/O, no clock, no loop.
 
-:class:`Schedule` decides *when* attempts start and *which* outcome ends the race;
-subclasses decide *what* an attempt is (a socket connect in ``_racer.py``, a
-coroutine in ``_staggered.py``). The rules:
+:class:`Schedule` holds the rules of a race and nothing else. A driver (the asyncio
+one in ``_driver.py``; a blocking one later) owns the loop, the timer, the attempts
+and their sockets. It tells the schedule what happened through the *inputs* and asks
+it what to do next with :meth:`Schedule.step`. The schedule never calls out, except
+to the two plain policies it is given (is an error a failure of its attempt, and how
+long after an attempt starts the next one is due), so nothing re-enters it.
+
+The rules:
 
 * The first attempt starts at once. The next starts ``delay`` seconds after the
   previous one *started*, or at once when the most recently started attempt fails
@@ -10,399 +15,272 @@ coroutine in ``_staggered.py``). The rules:
 * ``delay=None``: one attempt at a time, the next when the previous one fails.
   ``delay=0``: every attempt at once (CPython's meaning; aiohappyeyeballs treats 0
   like ``None``).
-* ``attempt_timeout``: an attempt pending that long fails with :class:`TimeoutError`,
-  which counts as a failure of that attempt like any other.
 * Items may arrive while the race runs (:meth:`Schedule.add`), for the host-name
-  layer: an attempt that is due when the queue is empty starts when one arrives.
-* The first success wins. Every other attempt is aborted, and when :meth:`run`
-  returns, no timer, callback or task of the schedule is left on the loop.
+  layer and for ``staggered_race``'s lazy iterable: an attempt that is due when the
+  queue is empty starts when one arrives.
+* The first success wins. An error the failure policy does not accept (a programming
+  error) ends the race at once; the driver re-raises it.
+* The race is over when it has a winner or a bug, or when nothing is pending, nothing
+  is queued and no more items may come.
 
-Invariants: each attempt reports at most once and only while pending; the
-``_done`` future is the only future the schedule creates; a programming error
-(anything that is not a connection failure) ends the race at once and is re-raised.
+Phases (h11 style: one name, not a combination of booleans)::
+
+                 start                 a launch                delay elapsed, or the most
+       IDLE  ------------->  DUE  ------------------>  STAGGERING  recent attempt failed
+                             ^  |  <----------------------------+
+                  add (an    |  | queue empty, more may come    |
+                  item came) |  v                               | a win, a bug, the caller
+                           STARVED                              | gave up, or nothing left
+                                                                v
+                                                              DONE
+
+Where later rules belong: a cap on attempts in flight is one more condition before a
+launch in :meth:`Schedule.step`; an overall deadline is one more input that ends the
+race; a delay policy is the ``delay_after`` policy. Each stays a rule here, with the
+driver unchanged but for arming one more time.
+
+Invariants: each attempt is pending from its launch (:meth:`Schedule.step`) until its first
+outcome, and an outcome counts only while its attempt is pending and the race is
+not DONE; ``started`` and ``errors`` only grow (one slot per attempt, in start
+order) and are never rebound, so a driver may hold them; ``next_at`` is set only in
+STAGGERING.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
+import enum
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from ._sockets import Attempt
-
-__all__ = ["Schedule", "check_delay"]
+__all__ = [
+    "DONE",
+    "DUE",
+    "FAILED",
+    "FATAL",
+    "FINISHED",
+    "IDLE",
+    "IGNORED",
+    "NEED_ITEMS",
+    "STAGGERING",
+    "STARVED",
+    "WAIT",
+    "Phase",
+    "Schedule",
+    "Step",
+    "Verdict",
+]
 
 ItemT = TypeVar("ItemT")
 
-# What counts as "this attempt failed, try the next one". Anything else is a bug in
-# the caller's code (a socket_factory raising ValueError, a malformed address) and
-# propagates at once, the same on every path. RuntimeError is uvloop's "fd in use by
-# a transport" (aiohappyeyeballs #105).
-FAILURES = (OSError, RuntimeError)
 
-# Marks a programming error reported while an attempt was being launched.
-_BUG = -1
+class Phase(enum.Enum):
+    """Where a race is; see the module's diagram."""
+
+    IDLE = "idle"  # made; nothing started yet
+    DUE = "due"  # an attempt should start now
+    STARVED = "starved"  # an attempt is due, but the queue is empty and more may come
+    STAGGERING = "staggering"  # attempts in flight; the next at next_at or on a failure
+    DONE = "done"  # a winner, a bug, or nothing left to try
 
 
-def check_delay(value: object, name: str, *, allow_zero: bool) -> float | None:
-    """Validate an optional, finite, non-negative number of seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
-    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be a finite, {bound} number of seconds, got {value!r}")
-    return float(value)
+class Step(enum.Enum):
+    """What :meth:`Schedule.step` asks of the driver, when it is not a launch."""
+
+    WAIT = "wait"  # until an outcome, an item, or next_at (when set)
+    NEED_ITEMS = "need items"  # a start is due and the queue is empty: add or stop_feeding
+    FINISHED = "finished"  # DONE: abort what is pending, hand over the result
+
+
+# Module constants, not ``Phase.DUE``: on Python 3.11 an enum member looked up on its
+# class costs about 0.25 us, and a race does a dozen such lookups (see bench/).
+IDLE, DUE, STARVED, STAGGERING, DONE = Phase
+WAIT, NEED_ITEMS, FINISHED = Step
+
+
+class Verdict(enum.Enum):
+    """What an error reported by :meth:`Schedule.failed` meant."""
+
+    IGNORED = "ignored"  # not pending (already over, or the race is DONE)
+    FAILED = "failed"  # a failure of its attempt: the race goes on
+    FATAL = "fatal"  # not a failure (a programming error): the race is DONE
+
+
+IGNORED, FAILED, FATAL = Verdict
 
 
 class Schedule(Generic[ItemT]):
-    """Runs attempts over a queue of items. Subclasses implement the attempts."""
+    """The state of one race, its inputs, and what to do next.
 
-    # Slots: a race object is made per connection, and most of a cheap race's
-    # cost is building it (see bench/).
+    Args:
+        delay: Seconds from one start to the next; ``None``: one at a time.
+        is_failure: Whether an error fails its attempt (the race goes on) rather
+            than the race (a programming error, re-raised by the driver).
+        delay_after: The delay after attempt ``(item, index)`` started, when it is
+            not always *delay* (adaptive from history). Called only when *delay*
+            is set and another attempt may follow.
+    """
+
+    # Slots: a race is made per connection (see bench/).
     __slots__ = (
-        "_aborted",
-        "_again",
-        "_attempts",
-        "_busy",
-        "_deferred",
-        "_done",
-        "_due",
-        "_feeding",
-        "_finished",
-        "_launching",
-        "_pending",
-        "_scheduling",
-        "_timeouts",
-        "_timer",
-        "_timer_at",
-        "attempt_timeout",
         "bug",
         "delay",
+        "delay_after",
         "errors",
+        "feeding",
+        "is_failure",
         "items",
-        "loop",
+        "next_at",
+        "pending",
+        "phase",
         "started",
-        "when_finished",
         "winner",
     )
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
         delay: float | None,
-        attempt_timeout: float | None,
+        is_failure: Callable[[BaseException], bool],
+        delay_after: Callable[[ItemT, int], float] | None = None,
     ) -> None:
-        self.loop = loop
         self.delay = delay
-        self.attempt_timeout = attempt_timeout
-        self.items: deque[ItemT] = deque()
-        self.started: list[ItemT] = []
-        self.errors: list[BaseException | None] = []
+        self.is_failure = is_failure
+        self.delay_after = delay_after
+        self.phase = IDLE
+        self.items: deque[ItemT] = deque()  # queued, not started
+        self.started: list[ItemT] = []  # attempt index -> item
+        self.errors: list[BaseException | None] = []  # attempt index -> its failure
+        self.pending: set[int] = set()
         self.winner: int | None = None
         self.bug: BaseException | None = None
-        self._feeding = False
-        self._pending: set[int] = set()
-        self._attempts: dict[int, Attempt] = {}
-        self._timeouts: dict[int, asyncio.TimerHandle] = {}
-        self._aborted: list[asyncio.Task[None]] = []
-        self._busy: dict[int, asyncio.Task[None]] = {}
-        self._timer: asyncio.Handle | None = None
-        self._timer_at = 0.0
-        self._due = False
-        self._launching = False
-        self._scheduling = False
-        self._again = False
-        self._deferred: list[tuple[int, BaseException | None]] = []
-        self._finished = False
-        self.when_finished: Callable[[], object] | None = None
-        # Awaited by run(). A cancelled caller cancels this future too, which is why
-        # the race's own state is the _finished flag, not this future's.
-        self._done: asyncio.Future[None] = loop.create_future()
+        self.feeding = False  # whether add() may still be called
+        self.next_at: float | None = None  # when the next start is due (STAGGERING)
 
-    # -- what subclasses provide ---------------------------------------------
+    # -- inputs --------------------------------------------------------------
 
-    def launch(self, item: ItemT, index: int) -> Attempt | None:
-        """Start attempt *index*; report through :meth:`report`. ``None``: nothing to abort."""
-        raise NotImplementedError
-
-    def delay_after(self, item: ItemT, index: int) -> float:  # noqa: ARG002 - for subclasses
-        """Seconds from the start of attempt *index* to the next start (default: ``delay``)."""
-        return self.delay  # type: ignore[return-value]
-
-    def is_failure(self, error: BaseException) -> bool:
-        """Whether *error* fails its attempt (the next one starts) rather than the race."""
-        return isinstance(error, FAILURES)
-
-    def discard(self, index: int) -> None:
-        """Attempt *index* is over and lost: release what it holds (default: nothing)."""
-
-    def on_success(self, index: int) -> None:
-        """Attempt *index* won (called before the others are aborted)."""
-
-    def on_failure(self, index: int, error: BaseException) -> None:
-        """Attempt *index* failed with *error* (called before the next one starts)."""
-
-    def on_abort(self, index: int) -> None:
-        """Attempt *index* was still pending when the race ended."""
-
-    # -- feeding -------------------------------------------------------------
+    def start(self) -> None:
+        """The race begins: the first attempt is due."""
+        if self.phase is IDLE:
+            self.phase = DUE
 
     def add(self, items: Iterable[ItemT]) -> None:
-        """Queue more items; a due attempt starts at once."""
+        """Queue more items; a start that was waiting for one is due again."""
         self.items.extend(items)
-        if self._due and self.items:
-            self._start_next()
+        if self.phase is STARVED and self.items:
+            self.phase = DUE
+
+    def requeue(self, items: Iterable[ItemT]) -> None:
+        """Replace the queued items by *items* (the host-name layer re-sorts them)."""
+        self.items.clear()
+        self.add(items)
 
     def keep_feeding(self) -> None:
         """Announce that :meth:`add` may be called after the race has started."""
-        self._feeding = True
+        self.feeding = True
 
     def stop_feeding(self) -> None:
-        """No more items will come; a race with nothing left to try ends."""
-        self._feeding = False
-        self._maybe_finish()
+        """No more items will come; a race with nothing left to try is DONE."""
+        self.feeding = False
+        self._maybe_done()
 
-    # -- the schedule --------------------------------------------------------
-
-    def _start_next(self) -> None:
-        # Iterative, not recursive: an attempt that fails while it is being launched
-        # (an unreachable network, a bind error) asks for the next one, and with a
-        # long list of such addresses recursion would grow the stack per address.
-        if self._scheduling:
-            self._again = True
+    def launched(self, index: int, now: float) -> None:
+        """Attempt *index*, the latest launch, started at *now*."""
+        if self.delay is None or not (self.items or self.feeding):
+            return  # the next start waits for a failure, or there is none
+        delay = (
+            self.delay if self.delay_after is None else self.delay_after(self.started[index], index)
+        )
+        # The policy may have ended the race (a trace hook raising): DONE stays DONE,
+        # and so does a start an outcome reported in the meantime made due.
+        if self.phase is not STAGGERING:
             return
-        self._scheduling = True
-        try:
-            self._again = True
-            while self._again and not self._finished:
-                self._again = False
-                self._start_one()
-        finally:
-            self._scheduling = False
-
-    def _start_one(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self.items:
-            self._due = True
-            self._maybe_finish()
-            return
-        self._due = False
-        item = self.items.popleft()
-        index = len(self.started)
-        self.started.append(item)
-        self.errors.append(None)
-        self._pending.add(index)
-        self._launching = True
-        try:
-            attempt = self.launch(item, index)
-        except BaseException as exc:  # noqa: BLE001 - classified; a bug is re-raised by run()
-            if not self.is_failure(exc):
-                self._pending.discard(index)
-                self._fail_with_bug(exc)
-                return
-            # Creating or binding the socket failed: a failure of this attempt.
-            attempt = None
-            self._deferred.append((index, exc))
-        finally:
-            self._launching = False
-        if attempt is not None:
-            self._attempts[index] = attempt
-        self._arm_timers(item, index)
-        # Outcomes reported while launching are handled now that the attempt is
-        # registered and its timers are armed.
-        self._handle_deferred()
-
-    def _arm_timers(self, item: ItemT, index: int) -> None:
-        """The attempt's own timeout, and when the next attempt is due."""
-        if self.attempt_timeout is not None:
-            self._timeouts[index] = self.loop.call_later(
-                self.attempt_timeout, self._on_attempt_timeout, index
-            )
-        if self.delay is not None and (self.items or self._feeding):
-            delay = self.delay_after(item, index)
-            if delay > 0:
-                self._timer_at = self.loop.time() + delay
-                self._timer = self.loop.call_soon(self._arm_delay, 2)
-            else:
-                self._again = True  # delay 0: every attempt at once
-
-    def _handle_deferred(self) -> None:
-        deferred, self._deferred = self._deferred, []
-        for done_index, error in deferred:
-            if done_index == _BUG:
-                self.report_bug(error)  # type: ignore[arg-type]
-            else:
-                self.report(done_index, error)
-
-    def _arm_delay(self, stages: int) -> None:
-        # The delay timer is armed two loop iterations after the attempt started,
-        # for the same deadline. On a LAN or loopback the attempt has usually
-        # connected (or failed) by then, and the race never creates a TimerHandle:
-        # cancelled TimerHandles stay in asyncio's heap, whose Python-level
-        # comparisons made a timer cost more than the rest of the race (bench/).
-        # Two iterations, because the first runs before that iteration's I/O.
-        if stages > 1:
-            self._timer = self.loop.call_soon(self._arm_delay, stages - 1)
+        if delay > 0:
+            self.next_at = now + delay
         else:
-            self._timer = self.loop.call_at(self._timer_at, self._on_delay)
+            self.phase = DUE  # delay 0: every attempt at once
 
-    def _on_delay(self) -> None:
-        self._timer = None
-        self._start_next()
+    def delay_elapsed(self) -> None:
+        """``next_at`` has come: the next attempt is due."""
+        if self.phase is STAGGERING and self.next_at is not None:
+            self.next_at = None
+            self.phase = DUE
 
-    def _on_attempt_timeout(self, index: int) -> None:
-        self._timeouts.pop(index)
-        # The timer is cancelled when the attempt reports, so it is still in flight.
-        task = self._abort(self._attempts.pop(index))
-        if task is not None:
-            # What the attempt holds is released only once its task has ended: on a
-            # proactor loop, closing a socket under an overlapped connect still in
-            # flight is the dangerous order.
-            self._busy[index] = task
-        self.report(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
+    def succeeded(self, index: int) -> bool:
+        """Attempt *index* connected; whether that made it the winner."""
+        if index not in self.pending or self.phase is DONE:
+            return False
+        self.pending.discard(index)
+        self.winner = index
+        self.phase = DONE  # _done(), inline: every race's winning path
+        self.next_at = None
+        return True
 
-    def report(self, index: int, error: BaseException | None) -> None:
-        """An attempt's outcome: ``None`` for success, else why it failed."""
-        if self._launching:
-            self._deferred.append((index, error))
-            return
-        if index not in self._pending or self._finished:
-            return
-        self._pending.discard(index)
-        self._attempts.pop(index, None)
-        timeout = self._timeouts.pop(index, None)
-        if timeout is not None:
-            timeout.cancel()
-        if error is None:
-            self.winner = index
-            self.on_success(index)
-            self._finish()
-        elif not self.is_failure(error):
-            self._discard(index)
-            self._fail_with_bug(error)
+    def failed(self, index: int, error: BaseException) -> Verdict:
+        """Attempt *index* ended with *error*; see :class:`Verdict`."""
+        if index not in self.pending or self.phase is DONE:
+            return IGNORED
+        self.pending.discard(index)
+        if not self.is_failure(error):
+            self.crash(error)
+            return FATAL
+        self.errors[index] = error
+        if index == len(self.started) - 1:  # the most recently started one
+            self.next_at = None
+            self.phase = DUE
         else:
-            self.errors[index] = error
-            self._discard(index)
-            self.on_failure(index, error)
-            if index == len(self.started) - 1:  # the most recently started one
-                self._start_next()
-            else:
-                self._maybe_finish()
+            self._maybe_done()
+        return FAILED
 
-    def report_bug(self, exc: BaseException) -> None:
-        """End the race with a programming error found outside an attempt's outcome.
+    def crash(self, error: BaseException) -> None:
+        """A programming error outside an attempt's outcome (a trace hook): DONE.
 
-        Found while the race is being wound up (a trace hook of an aborted attempt),
-        it is still raised by :meth:`run`. Found after :meth:`run` returned (a lookup
-        abandoned once the race was won), it has no effect: it must not undo a
-        connection that was already handed over.
+        The first one is kept; once DONE it changes nothing else.
         """
-        if self._launching:
-            self._deferred.append((_BUG, exc))  # handled once the attempt is registered
-            return
         if self.bug is None:
-            self.bug = exc
-        if not self._finished:
-            self._finish()
+            self.bug = error
+        self._done()
 
-    def _maybe_finish(self) -> None:
-        if not self._pending and not self.items and not self._feeding and not self._finished:
-            self._finish()
+    def abandon(self) -> None:
+        """The caller gave up (cancelled): DONE, whatever is pending."""
+        self._done()
 
-    def _abort(self, attempt: Attempt) -> asyncio.Task[None] | None:
-        """Stop *attempt* now; remember its task, if any, to await it later."""
-        task = attempt.abort()
-        if task is not None:
-            self._aborted.append(task)
-        return task
+    # -- output --------------------------------------------------------------
 
-    def _discard(self, index: int) -> None:
-        """Release attempt *index*'s resources, once its task (if aborted) has ended."""
-        task = self._busy.pop(index, None)
-        if task is None or task.done():
-            self.discard(index)
-        else:
-            task.add_done_callback(lambda _: self.discard(index))
+    def step(self) -> int | Step:
+        """What the driver should do next.
 
-    def _fail_with_bug(self, exc: BaseException) -> None:
-        self.bug = exc
-        self._finish()
-
-    def _finish(self) -> None:
-        # First, so that a hook called below (a trace) cannot finish the race again.
-        self._finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for handle in self._timeouts.values():
-            handle.cancel()
-        self._timeouts.clear()
-        attempts, self._attempts = self._attempts, {}
-        for attempt in attempts.values():
-            self._abort(attempt)
-        for index in sorted(self._pending):
-            self.on_abort(index)
-        self._pending.clear()
-        hook, self.when_finished = self.when_finished, None  # once; and no cycle through it
-        if hook is not None:
-            hook()
-        if not self._done.done():
-            self._done.set_result(None)
-
-    async def run(self) -> int | None:
-        """Run the race to its end; the winner's index, or ``None`` if every attempt failed.
-
-        Raises:
-            asyncio.CancelledError: The caller was cancelled. Everything was stopped first.
-            BaseException: A programming error raised by an attempt.
+        An int *i*: launch attempt *i* with item ``started[i]``; it is pending from
+        now, and the driver calls :meth:`launched` once it has started it (an int,
+        not an object: this runs for every attempt of every race, see bench/).
+        ``WAIT``: an outcome, :meth:`add`, or (with ``next_at`` set)
+        :meth:`delay_elapsed` comes next.
         """
-        self._start_next()
-        try:
-            await self._done
-        except asyncio.CancelledError:
-            if not self._finished:
-                self._finish()
-            if self._aborted:
-                await self._wait_aborted()
-            raise
-        if self._aborted:
-            await self._wait_aborted()
-        bug = self.bug
-        if bug is not None:
-            self.bug = None
-            try:
-                raise bug
-            finally:
-                # The traceback holds this frame: a frame holding the error too
-                # would be a cycle only the cyclic GC frees (with the whole race).
-                del bug
-        return self.winner
+        phase = self.phase
+        if phase is DUE:
+            if self.items:
+                item = self.items.popleft()
+                index = len(self.started)
+                self.started.append(item)
+                self.errors.append(None)
+                self.pending.add(index)
+                self.phase = STAGGERING
+                return index
+            if self.feeding:
+                self.phase = STARVED
+                return NEED_ITEMS
+            self.phase = STAGGERING
+            self._maybe_done()
+            phase = self.phase
+        if phase is DONE:
+            return FINISHED
+        return WAIT
 
-    def forget_errors(self) -> None:
-        """Drop the attempts' errors once they were handed on (raised or discarded).
+    # -- internals -----------------------------------------------------------
 
-        An error raised while an attempt started carries a traceback whose frames
-        hold this race; the race holding the error would make a reference cycle
-        that keeps the race, its loop, trace and history alive until the cyclic
-        GC runs (CPython's create_connection breaks the same cycles).
-        """
-        self.errors = []
+    def _maybe_done(self) -> None:
+        if not self.pending and not self.items and not self.feeding:
+            self._done()
 
-    async def _wait_aborted(self) -> None:
-        """Wait for aborted tasks to end, even if cancelled meanwhile (then re-raise)."""
-        cancelled: asyncio.CancelledError | None = None
-        while self._aborted:
-            tasks, self._aborted = self._aborted, []
-            try:
-                await asyncio.wait(tasks)
-            except asyncio.CancelledError as exc:
-                cancelled = exc
-                self._aborted.extend(t for t in tasks if not t.done())
-        if cancelled is not None:
-            raise cancelled
+    def _done(self) -> None:
+        self.phase = DONE
+        self.next_at = None

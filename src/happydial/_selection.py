@@ -39,7 +39,7 @@ from typing import NamedTuple, TypeAlias
 
 from ._addresses import AddrInfoType, check_addr_infos
 
-__all__ = ["SourceType", "SourcesType", "sort_addr_infos"]
+__all__ = ["SourceType", "SourcesType", "rank_by_sources", "sort_addr_infos", "sources_lookup"]
 
 SourceType: TypeAlias = str | ipaddress.IPv4Address | ipaddress.IPv6Address | None
 """The source address for one destination: an IP literal or address object, or ``None``
@@ -174,7 +174,7 @@ def _source_address(source: object) -> _Address | None:
     return address
 
 
-def _sources_lookup(sources: object) -> Callable[[AddrInfoType], object]:
+def sources_lookup(sources: object) -> Callable[[AddrInfoType], object]:
     """One way to ask *sources* for a destination's source, whichever form it has."""
     if type(sources) is dict or isinstance(sources, Mapping):
         mapping = sources
@@ -300,10 +300,10 @@ def sort_addr_infos(
             family; a mapping lacks a destination; a source is not an IP literal or
             is IPv4 for an IPv6 destination (or the reverse).
     """
-    return _sort(check_addr_infos(addr_infos), _sources_lookup(sources))[0]
+    return rank_by_sources(check_addr_infos(addr_infos), sources_lookup(sources))[0]
 
 
-def _sort(
+def rank_by_sources(
     entries: list[AddrInfoType], lookup: Callable[[AddrInfoType], object]
 ) -> tuple[list[AddrInfoType], int]:
     """:func:`sort_addr_infos` on a list :func:`check_addr_infos` made (``connect()``'s).

@@ -25,7 +25,7 @@ import os
 import socket
 from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ._addresses import AddrInfoType, SocketFactoryType
 from ._errors import format_sockaddr, no_local_address_error
@@ -33,6 +33,8 @@ from ._errors import format_sockaddr, no_local_address_error
 __all__ = [
     "Attempt",
     "Report",
+    "TaskAttempt",
+    "WriterAttempt",
     "being_cancelled",
     "connect_address",
     "make_socket",
@@ -186,26 +188,37 @@ def _bind(sock: socket.socket, family: int, local_addr_infos: list[AddrInfoType]
         error = None
 
 
-class Attempt:
+class Attempt(Protocol):
     """One connect in flight, and how to stop it."""
 
-    __slots__ = ("_fd", "_loop", "_task")
+    def abort(self) -> asyncio.Task[None] | None:
+        """Stop it. Returns a task to await before closing the socket, if any."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        fd: int,
-        task: asyncio.Task[None] | None,
-    ) -> None:
+
+class WriterAttempt:
+    """A connect watched by a writer callback on its descriptor."""
+
+    __slots__ = ("_fd", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         self._loop = loop
         self._fd = fd
+
+    def abort(self) -> None:
+        """Stop watching the descriptor; nothing is left to await."""
+        self._loop.remove_writer(self._fd)
+
+
+class TaskAttempt:
+    """An attempt running as a task (``loop.sock_connect``, or a coroutine)."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
         self._task = task
 
-    def abort(self) -> asyncio.Task[None] | None:
-        """Stop watching the connect. Returns a task to await before closing the socket."""
-        if self._task is None:
-            self._loop.remove_writer(self._fd)
-            return None
+    def abort(self) -> asyncio.Task[None]:
+        """Cancel the task; the caller awaits it before closing what it holds."""
         self._task.cancel()
         return self._task
 
@@ -240,7 +253,7 @@ def start_connect(
     if err in _IN_PROGRESS:
         fd = sock.fileno()
         loop.add_writer(fd, _on_writable, loop, sock, fd, address, index, report)
-        return Attempt(loop, fd, None)
+        return WriterAttempt(loop, fd)
     report(index, None if err == 0 else _immediate_error(err, address))
     return None
 
@@ -285,8 +298,7 @@ def _start_with_task(
     index: int,
     report: Report,
 ) -> Attempt:
-    task = loop.create_task(_sock_connect(loop, sock, address, index, report))
-    return Attempt(loop, -1, task)
+    return TaskAttempt(loop.create_task(_sock_connect(loop, sock, address, index, report)))
 
 
 async def _sock_connect(

@@ -32,8 +32,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._addresses import AddrInfoType, _check_count, check_addr_infos
+from ._addresses import AddrInfoType, check_addr_infos
 from ._selection import SourceType
+from ._validate import check_count
 
 __all__ = ["SourceAddressCache", "default_source_cache", "probe_source"]
 
@@ -131,7 +132,7 @@ class SourceAddressCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = _check_ttl(ttl)
-        self._max_entries = _check_count(max_entries, "max_entries")
+        self._max_entries = check_count(max_entries, "max_entries")
         _check_callable(probe, "probe")
         _check_callable(clock, "clock")
         self._probe = probe

@@ -1,6 +1,7 @@
 """``staggered_race``: the generic primitive, with CPython's semantics.
 
-It runs coroutine functions as tasks on the schedule of ``_schedule.py``: the next
+It runs coroutine functions as tasks, driven by ``_driver.LoopRace`` on the schedule
+of ``_schedule.py``: the next
 one starts *delay* seconds after the previous one started, or as soon as the most
 recently started one fails. The first to return wins; the others are cancelled and
 awaited before this returns. Unlike :func:`happydial.start_connection`, anything a
@@ -14,29 +15,31 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
-from ._schedule import Schedule, check_delay
-from ._sockets import Attempt, being_cancelled
+from ._driver import LoopRace
+from ._schedule import Schedule
+from ._sockets import TaskAttempt, being_cancelled
+from ._validate import check_delay, check_loop
 
 __all__ = ["staggered_race"]
 
 T = TypeVar("T")
 
 
-class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
+def _is_failure(error: BaseException) -> bool:
+    """Anything a coroutine raises fails its attempt, but these two (as CPython)."""
+    return not isinstance(error, (KeyboardInterrupt, SystemExit))
+
+
+class _CoroutineRace(LoopRace[Callable[[], Awaitable[T]]], Generic[T]):
     __slots__ = ("results", "source")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float | None) -> None:
-        super().__init__(loop, delay, None)
+        super().__init__(loop, Schedule(delay, _is_failure), None)
         self.results: dict[int, T] = {}
         self.source: Iterator[Callable[[], Awaitable[T]]] = iter(())
 
-    def launch(self, item: Callable[[], Awaitable[T]], index: int) -> Attempt:
-        task = self.loop.create_task(self._run_one(item, index))
-        return Attempt(self.loop, -1, task)
-
-    def is_failure(self, error: BaseException) -> bool:
-        """Anything a coroutine raises fails its attempt, but these two (as CPython)."""
-        return not isinstance(error, (KeyboardInterrupt, SystemExit))
+    def launch(self, item: Callable[[], Awaitable[T]], index: int) -> TaskAttempt:
+        return TaskAttempt(self.loop.create_task(self._run_one(item, index)))
 
     async def _run_one(self, coro_fn: Callable[[], Awaitable[T]], index: int) -> None:
         try:
@@ -51,20 +54,19 @@ class _CoroutineRace(Schedule[Callable[[], Awaitable[T]]], Generic[T]):
             self.results[index] = result
             self.report(index, None)
 
-    def _start_one(self) -> None:
-        # Consume the iterable lazily: take the next coroutine function only when it
-        # is time to start it (CPython does the same).
+    def need_items(self) -> None:
+        """Consume the iterable lazily: the next function only when it is due (as CPython)."""
         try:
-            self.items.extend(_take_one(self.source))
+            items = _take_one(self.source)
         except BaseException as exc:  # noqa: BLE001 - re-raised by run(), as CPython does
             # This runs in a timer callback or an attempt's report as often as in
             # the caller's task: an error must end the race, not be logged by the loop.
-            self.report_bug(exc)
+            self.schedule.crash(exc)
             return
-        if not self.items:
-            self.stop_feeding()
-            return
-        super()._start_one()
+        if items:
+            self.schedule.add(items)
+        else:
+            self.schedule.stop_feeding()
 
 
 def _take_one(source: Iterator[T]) -> list[T]:
@@ -103,9 +105,7 @@ async def staggered_race(
     given: object = coro_fns  # typed callers aside, anything may arrive here
     if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
         raise TypeError(f"coro_fns must be an iterable of coroutine functions, got {coro_fns!r}")
-    running = asyncio.get_running_loop()
-    if loop is not None and loop is not running:
-        raise ValueError(f"loop must be the running event loop, got {loop!r}")
+    running = check_loop(loop)
     race: _CoroutineRace[T] = _CoroutineRace(running, checked)
     race.source = iter(coro_fns)
     race.keep_feeding()
@@ -114,15 +114,20 @@ async def staggered_race(
     finally:
         exceptions = _unwrap(race)
         race.forget_errors()
-    if winner is None:
-        return None, None, exceptions
-    return race.results[winner], winner, exceptions
+    result = None if winner is None else race.results[winner]
+    try:
+        return result, winner, exceptions
+    finally:
+        # On 3.12+, an error raised by a coroutine that ran eagerly holds its frames
+        # up to this one (a frame keeps its caller once it ends): this frame holding
+        # the race and the errors too would be a cycle only the cyclic GC frees.
+        del race, exceptions
 
 
 def _unwrap(race: _CoroutineRace[T]) -> list[BaseException | None]:
     exceptions: list[BaseException | None] = []
     for index, error in enumerate(race.errors):
-        if error is None and index != race.winner and index not in race.results:
+        if error is None and index != race.schedule.winner and index not in race.results:
             exceptions.append(asyncio.CancelledError())
         else:
             exceptions.append(error)

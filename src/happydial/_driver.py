@@ -1,0 +1,389 @@
+"""The asyncio driver of the schedule: the loop, the one timer, the attempts.
+
+:class:`LoopRace` runs a :class:`~happydial._schedule.Schedule` on an asyncio loop.
+The schedule says what to do (launch attempt *i*, wait, need items, finished); this
+class does it, and turns what happens on the loop (an attempt's outcome, the delay
+timer, an attempt's timeout, the caller's cancellation) into the schedule's inputs.
+Subclasses say what an attempt is (a socket connect in ``_racer.py``, a coroutine in
+``_staggered.py``) and add their hooks (trace, history).
+
+What lives here and not in the schedule, because it is about the loop:
+
+* **One delay timer**, armed two loop iterations late (:meth:`LoopRace._arm_delay`),
+  so that fast races never create a ``TimerHandle``.
+* **Attempt timeouts**, one ``TimerHandle`` per attempt while it is pending.
+* **Outcomes reported while an attempt is being launched** (a connect that fails at
+  once, a trace hook that raises, a task that runs eagerly): queued, and handed to
+  the schedule once the attempt is registered and its delay is known, so that an
+  attempt is never reported before it exists.
+* **Aborted tasks** are awaited before :meth:`LoopRace.run` returns, and what a
+  timed-out task attempt holds is released only once its task has ended.
+
+When :meth:`LoopRace.run` returns, no timer, callback or task of the race is left on
+the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+from ._schedule import FAILED, IDLE, IGNORED, NEED_ITEMS, WAIT, Schedule
+from ._sockets import Attempt
+
+__all__ = ["LoopRace"]
+
+ItemT = TypeVar("ItemT")
+
+# Marks a programming error reported while an attempt was being launched.
+_BUG = -1
+
+
+class LoopRace(Generic[ItemT]):
+    """Drives a schedule on an asyncio loop. Subclasses implement the attempts."""
+
+    # Slots: a race object is made per connection, and most of a cheap race's
+    # cost is building it (see bench/).
+    __slots__ = (
+        "_aborted",
+        "_attempts",
+        "_busy",
+        "_deferred",
+        "_done",
+        "_finished",
+        "_launching",
+        "_pumping",
+        "_timeouts",
+        "_timer",
+        "_timer_at",
+        "attempt_timeout",
+        "errors",
+        "loop",
+        "schedule",
+        "started",
+        "when_finished",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        schedule: Schedule[ItemT],
+        attempt_timeout: float | None,
+    ) -> None:
+        self.loop = loop
+        self.schedule = schedule
+        self.attempt_timeout = attempt_timeout
+        # The schedule never rebinds these lists: read them here without a hop.
+        self.started = schedule.started
+        self.errors = schedule.errors
+        self._attempts: dict[int, Attempt] = {}
+        self._timeouts: dict[int, asyncio.TimerHandle] = {}
+        # These three are made when first needed: most races never need them.
+        self._aborted: list[asyncio.Task[None]] | None = None
+        self._busy: dict[int, asyncio.Task[None]] | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at: float | None = None
+        self._pumping = False
+        self._launching = False
+        self._deferred: list[tuple[int, BaseException | None]] | None = None
+        self._finished = False
+        self.when_finished: Callable[[], object] | None = None
+        # Awaited by run(). A cancelled caller cancels this future too, which is why
+        # the race's own state is the schedule's phase, not this future's.
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    # -- what subclasses provide ---------------------------------------------
+
+    def launch(self, item: ItemT, index: int) -> Attempt | None:
+        """Start attempt *index*; report through :meth:`report`. ``None``: nothing to abort."""
+        raise NotImplementedError
+
+    def need_items(self) -> None:
+        """A start is due and the queue is empty (default: wait for :meth:`add`)."""
+
+    def discard(self, index: int) -> None:
+        """Attempt *index* is over and lost: release what it holds (default: nothing)."""
+
+    def on_success(self, index: int) -> None:
+        """Attempt *index* won (called before the others are aborted)."""
+
+    def on_failure(self, index: int, error: BaseException) -> None:
+        """Attempt *index* failed with *error* (called before the next one starts)."""
+
+    def on_abort(self, index: int) -> None:
+        """Attempt *index* was still pending when the race ended."""
+
+    # -- inputs from the caller and the loop ----------------------------------
+
+    def add(self, items: Iterable[ItemT]) -> None:
+        """Queue more items; a due attempt starts at once."""
+        schedule = self.schedule
+        schedule.add(items)
+        if schedule.phase is not IDLE:  # before run(), there is nothing to do yet
+            self._pump()
+
+    def requeue(self, items: Iterable[ItemT]) -> None:
+        """Replace the untried items by *items*; a due attempt starts at once."""
+        self.schedule.requeue(items)
+        self._pump()
+
+    def keep_feeding(self) -> None:
+        """Announce that :meth:`add` may be called after the race has started."""
+        self.schedule.keep_feeding()
+
+    def stop_feeding(self) -> None:
+        """No more items will come; a race with nothing left to try ends."""
+        self.schedule.stop_feeding()
+        self._pump()
+
+    def report(self, index: int, error: BaseException | None) -> None:
+        """An attempt's outcome: ``None`` for success, else why it failed."""
+        if self._launching:
+            self._defer(index, error)
+            return
+        schedule = self.schedule
+        if error is None:
+            if not schedule.succeeded(index):
+                return
+            # _settle(index), inline: this is every race's winning path.
+            self._attempts.pop(index, None)
+            if self._timeouts:
+                self._timeouts.pop(index).cancel()
+            self.on_success(index)
+            # The schedule is DONE: wind up now, unless the pump running below us
+            # (an attempt that won while it was being launched) will.
+            if not self._pumping and not self._finished:
+                self._finish()
+            return
+        verdict = schedule.failed(index, error)
+        if verdict is IGNORED:
+            return
+        self._settle(index)
+        self._discard(index)
+        if verdict is FAILED:
+            self.on_failure(index, error)
+        self._pump()
+
+    def report_bug(self, exc: BaseException) -> None:
+        """End the race with a programming error found outside an attempt's outcome.
+
+        Found while the race is being wound up (a trace hook of an aborted attempt),
+        it is still raised by :meth:`run`. Found after :meth:`run` returned (a lookup
+        abandoned once the race was won), it has no effect: it must not undo a
+        connection that was already handed over.
+        """
+        if self._launching:
+            self._defer(_BUG, exc)  # handled once the attempt is registered
+            return
+        self.schedule.crash(exc)
+        self._pump()
+
+    # -- doing what the schedule says ----------------------------------------
+
+    def _pump(self) -> None:
+        # Iterative, and never re-entered: an attempt that fails while it is being
+        # launched (an unreachable network, a bind error) makes the next one due,
+        # and this loop starts it; with a long list of such addresses, recursion
+        # would grow the stack per address.
+        if self._pumping or self._finished:
+            return
+        self._pumping = True
+        try:
+            schedule = self.schedule
+            while True:
+                step = schedule.step()
+                if type(step) is int:
+                    self._launch(step, schedule.started[step])
+                elif step is WAIT:
+                    at = schedule.next_at
+                    if at != self._timer_at:
+                        # Move the one delay timer to the schedule's next start.
+                        if self._timer is not None:
+                            self._timer.cancel()
+                            self._timer = None
+                        self._timer_at = at
+                        if at is not None:
+                            self._timer = self.loop.call_soon(self._arm_delay, 2)
+                    return
+                elif step is NEED_ITEMS:
+                    self.need_items()  # it may add items or stop feeding: ask again
+                else:
+                    self._finish()
+                    return
+        finally:
+            self._pumping = False
+
+    def _launch(self, index: int, item: ItemT) -> None:
+        self._launching = True
+        try:
+            attempt = self.launch(item, index)
+        except BaseException as exc:  # noqa: BLE001 - classified by the schedule
+            # Creating or binding the socket failed (or a bug): the attempt's outcome.
+            attempt = None
+            self._defer(index, exc)
+        finally:
+            self._launching = False
+        if attempt is not None:
+            self._attempts[index] = attempt
+        if self.attempt_timeout is not None:
+            self._timeouts[index] = self.loop.call_later(
+                self.attempt_timeout, self._on_attempt_timeout, index
+            )
+        self.schedule.launched(index, self.loop.time())
+        if self._deferred:
+            self._handle_deferred()
+
+    def _defer(self, index: int, error: BaseException | None) -> None:
+        """Hold an outcome reported while an attempt is being launched."""
+        if self._deferred is None:
+            self._deferred = [(index, error)]
+        else:
+            self._deferred.append((index, error))
+
+    def _handle_deferred(self) -> None:
+        # Outcomes reported while launching, now that the attempt is registered. Not
+        # in _launch: an error raised by launch() has that frame in its traceback, and
+        # a local holding the error there would be a cycle only the cyclic GC frees.
+        deferred, self._deferred = self._deferred, None
+        for done_index, error in deferred or ():  # _launch checked that there are some
+            if done_index == _BUG:
+                self.report_bug(error)  # type: ignore[arg-type]
+            else:
+                self.report(done_index, error)
+
+    def _arm_delay(self, stages: int) -> None:
+        # The delay timer is armed two loop iterations after the attempt started,
+        # for the same deadline. On a LAN or loopback the attempt has usually
+        # connected (or failed) by then, and the race never creates a TimerHandle:
+        # cancelled TimerHandles stay in asyncio's heap, whose Python-level
+        # comparisons made a timer cost more than the rest of the race (bench/).
+        # Two iterations, because the first runs before that iteration's I/O.
+        if stages > 1:
+            self._timer = self.loop.call_soon(self._arm_delay, stages - 1)
+        else:
+            self._timer = self.loop.call_at(self._timer_at, self._on_delay)  # type: ignore[arg-type]
+
+    def _on_delay(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.schedule.delay_elapsed()
+        self._pump()
+
+    def _on_attempt_timeout(self, index: int) -> None:
+        self._timeouts.pop(index)
+        # The timer is cancelled when the attempt reports, so it is still in flight.
+        task = self._abort(self._attempts.pop(index))
+        if task is not None:
+            # What the attempt holds is released only once its task has ended: on a
+            # proactor loop, closing a socket under an overlapped connect still in
+            # flight is the dangerous order.
+            if self._busy is None:
+                self._busy = {}
+            self._busy[index] = task
+        self.report(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
+
+    def _settle(self, index: int) -> None:
+        """Attempt *index* reported: forget it and its timeout."""
+        self._attempts.pop(index, None)
+        timeout = self._timeouts.pop(index, None)
+        if timeout is not None:
+            timeout.cancel()
+
+    def _abort(self, attempt: Attempt) -> asyncio.Task[None] | None:
+        """Stop *attempt* now; remember its task, if any, to await it later."""
+        task = attempt.abort()
+        if task is not None:
+            if self._aborted is None:
+                self._aborted = [task]
+            else:
+                self._aborted.append(task)
+        return task
+
+    def _discard(self, index: int) -> None:
+        """Release attempt *index*'s resources, once its task (if aborted) has ended."""
+        busy = self._busy
+        task = busy.pop(index, None) if busy else None
+        if task is None or task.done():
+            self.discard(index)
+        else:
+            task.add_done_callback(lambda _: self.discard(index))
+
+    def _finish(self) -> None:
+        # First, so that a hook called below (a trace) cannot finish the race again.
+        self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for handle in self._timeouts.values():
+            handle.cancel()
+        self._timeouts.clear()
+        attempts, self._attempts = self._attempts, {}
+        for attempt in attempts.values():
+            self._abort(attempt)
+        pending = self.schedule.pending
+        for index in sorted(pending):
+            self.on_abort(index)
+        pending.clear()
+        hook, self.when_finished = self.when_finished, None  # once; and no cycle through it
+        if hook is not None:
+            hook()
+        if not self._done.done():
+            self._done.set_result(None)
+
+    # -- the race ---------------------------------------------------------------
+
+    async def run(self) -> int | None:
+        """Run the race to its end; the winner's index, or ``None`` if every attempt failed.
+
+        Raises:
+            asyncio.CancelledError: The caller was cancelled. Everything was stopped first.
+            BaseException: A programming error raised by an attempt.
+        """
+        self.schedule.start()
+        self._pump()
+        try:
+            await self._done
+        except asyncio.CancelledError:
+            if not self._finished:
+                self.schedule.abandon()
+                self._pump()
+            if self._aborted:
+                await self._wait_aborted()
+            raise
+        if self._aborted:
+            await self._wait_aborted()
+        schedule = self.schedule
+        bug = schedule.bug
+        if bug is not None:
+            schedule.bug = None
+            try:
+                raise bug
+            finally:
+                # The traceback holds this frame: a frame holding the error too
+                # would be a cycle only the cyclic GC frees (with the whole race).
+                del bug
+        return schedule.winner
+
+    def forget_errors(self) -> None:
+        """Drop the attempts' errors once they were handed on (raised or discarded).
+
+        An error raised while an attempt started carries a traceback whose frames
+        hold this race; the race holding the error would make a reference cycle
+        that keeps the race, its loop, trace and history alive until the cyclic
+        GC runs (CPython's create_connection breaks the same cycles).
+        """
+        self.errors.clear()
+
+    async def _wait_aborted(self) -> None:
+        """Wait for aborted tasks to end, even if cancelled meanwhile (then re-raise)."""
+        cancelled: asyncio.CancelledError | None = None
+        while self._aborted:
+            tasks, self._aborted = self._aborted, []
+            try:
+                await asyncio.wait(tasks)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+                self._aborted.extend(t for t in tasks if not t.done())
+        if cancelled is not None:
+            raise cancelled

@@ -1,0 +1,362 @@
+"""The sans-I/O schedule on its own: inputs in, steps out, no loop and no clock.
+
+Each test drives :class:`happydial._schedule.Schedule` the way a driver would and
+checks the phase, the step and the state after each input. The asyncio driver is
+tested through the racer (``test_racer.py``, ``test_staggered.py``, the chaos model);
+these pin the rules themselves, so a blocking driver can rely on them too.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+
+import pytest
+
+from happydial import _schedule
+from happydial._schedule import (
+    DONE,
+    DUE,
+    FAILED,
+    FATAL,
+    FINISHED,
+    IDLE,
+    IGNORED,
+    NEED_ITEMS,
+    STAGGERING,
+    STARVED,
+    WAIT,
+    Schedule,
+)
+
+
+def connection_errors(error: BaseException) -> bool:
+    return isinstance(error, OSError)
+
+
+def make(delay: float | None = 0.25, items: tuple[str, ...] = ("a", "b", "c")) -> Schedule[str]:
+    schedule: Schedule[str] = Schedule(delay, connection_errors)
+    schedule.add(items)
+    return schedule
+
+
+def launch(schedule: Schedule[str], now: float) -> tuple[int, str]:
+    """Take the next step, which must be a launch, and report it started at *now*."""
+    index = schedule.step()
+    assert isinstance(index, int), index
+    schedule.launched(index, now)
+    return index, schedule.started[index]
+
+
+def test_the_core_imports_no_io() -> None:
+    tree = ast.parse(inspect.getsource(_schedule))
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add(node.module or "")
+    assert modules == {"__future__", "enum", "collections", "collections.abc", "typing"}
+
+
+def test_nothing_starts_before_start() -> None:
+    schedule = make()
+    assert schedule.phase is IDLE
+    assert schedule.step() is WAIT
+    schedule.start()
+    schedule.start()  # a second start changes nothing
+    assert schedule.phase is DUE
+    assert launch(schedule, 10.0) == (0, "a")
+
+
+def test_the_next_attempt_is_due_delay_after_the_previous_started() -> None:
+    schedule = make(delay=0.25)
+    schedule.start()
+    launch(schedule, 10.0)
+    assert (schedule.phase, schedule.next_at) == (STAGGERING, 10.25)
+    assert schedule.step() is WAIT
+    schedule.delay_elapsed()
+    assert (schedule.phase, schedule.next_at) == (DUE, None)
+    assert launch(schedule, 10.25) == (1, "b")
+    assert schedule.next_at == 10.5
+    assert schedule.pending == {0, 1}
+
+
+def test_a_failure_of_the_most_recent_attempt_starts_the_next_at_once() -> None:
+    schedule = make()
+    schedule.start()
+    launch(schedule, 0.0)
+    error = OSError("refused")
+    assert schedule.failed(0, error) is FAILED
+    assert (schedule.phase, schedule.next_at) == (DUE, None)
+    assert launch(schedule, 0.01) == (1, "b")
+    assert schedule.errors == [error, None]
+
+
+def test_a_failure_of_an_older_attempt_moves_nothing() -> None:
+    schedule = make()
+    schedule.start()
+    launch(schedule, 0.0)
+    schedule.delay_elapsed()
+    launch(schedule, 0.25)
+    assert schedule.failed(0, OSError("refused")) is FAILED
+    assert (schedule.phase, schedule.next_at) == (STAGGERING, 0.5)
+    assert schedule.step() is WAIT
+
+
+def test_no_delay_means_one_attempt_at_a_time() -> None:
+    schedule = make(delay=None)
+    schedule.start()
+    launch(schedule, 0.0)
+    assert (schedule.phase, schedule.next_at) == (STAGGERING, None)
+    schedule.delay_elapsed()  # no timer is due: changes nothing
+    assert schedule.step() is WAIT
+    schedule.failed(0, OSError("refused"))
+    assert launch(schedule, 1.0) == (1, "b")
+
+
+def test_delay_zero_starts_every_attempt_at_once() -> None:
+    schedule = make(delay=0)
+    schedule.start()
+    assert [launch(schedule, 0.0) for _ in range(3)] == [(0, "a"), (1, "b"), (2, "c")]
+    # The last one has no successor: nothing is due, the race waits for outcomes.
+    assert (schedule.phase, schedule.step()) == (STAGGERING, WAIT)
+
+
+def test_the_delay_policy_sees_each_attempt() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def delay_after(item: str, index: int) -> float:
+        seen.append((item, index))
+        return 0.1 * (index + 1)
+
+    schedule: Schedule[str] = Schedule(0.25, connection_errors, delay_after)
+    schedule.add(["a", "b", "c"])
+    schedule.start()
+    launch(schedule, 1.0)
+    schedule.delay_elapsed()
+    assert schedule.next_at is None
+    launch(schedule, 1.1)
+    assert schedule.next_at == pytest.approx(1.3)
+    schedule.delay_elapsed()
+    launch(schedule, 1.3)  # the last item: no successor, the policy is not asked
+    assert seen == [("a", 0), ("b", 1)]
+    assert schedule.next_at is None
+
+
+def test_a_policy_that_ends_the_race_is_not_undone() -> None:
+    def delay_after(item: str, index: int) -> float:
+        schedule.crash(ValueError("trace hook"))
+        return 0.25
+
+    schedule: Schedule[str] = Schedule(0.25, connection_errors, delay_after)
+    schedule.add(["a", "b"])
+    schedule.start()
+    launch(schedule, 0.0)
+    assert (schedule.phase, schedule.next_at, schedule.step()) == (DONE, None, FINISHED)
+
+
+def test_an_empty_queue_asks_for_items_while_more_may_come() -> None:
+    schedule = make(items=())
+    schedule.keep_feeding()
+    schedule.start()
+    assert schedule.step() is NEED_ITEMS
+    assert schedule.phase is STARVED
+    assert schedule.step() is WAIT  # asked once; the driver adds or stops feeding
+    schedule.add([])
+    assert schedule.phase is STARVED
+    schedule.add(["a"])
+    assert schedule.phase is DUE
+    assert launch(schedule, 0.0) == (0, "a")
+    # Another may come, so the next start is timed even with an empty queue.
+    assert schedule.next_at == 0.25
+
+
+def test_items_added_while_staggering_wait_for_their_turn() -> None:
+    schedule = make(items=("a",))
+    schedule.keep_feeding()
+    schedule.start()
+    launch(schedule, 0.0)
+    schedule.add(["b"])
+    assert (schedule.phase, schedule.step()) == (STAGGERING, WAIT)
+
+
+def test_requeue_replaces_the_untried_items() -> None:
+    schedule = make(items=("a", "b"))
+    schedule.keep_feeding()
+    schedule.start()
+    launch(schedule, 0.0)
+    schedule.requeue(["c", "b"])
+    assert list(schedule.items) == ["c", "b"]
+    schedule.delay_elapsed()
+    assert launch(schedule, 0.25) == (1, "c")
+
+
+def test_stop_feeding_ends_a_race_with_nothing_left() -> None:
+    schedule = make(items=())
+    schedule.keep_feeding()
+    schedule.start()
+    assert schedule.step() is NEED_ITEMS
+    schedule.stop_feeding()
+    assert (schedule.phase, schedule.step(), schedule.winner) == (DONE, FINISHED, None)
+
+
+def test_stop_feeding_waits_for_pending_attempts() -> None:
+    schedule = make(items=("a",))
+    schedule.keep_feeding()
+    schedule.start()
+    launch(schedule, 0.0)
+    schedule.stop_feeding()
+    assert schedule.phase is STAGGERING
+    schedule.failed(0, OSError("refused"))
+    assert schedule.phase is DUE
+    assert schedule.step() is FINISHED  # nothing queued, nothing pending, none to come
+
+
+def test_the_first_success_wins_and_later_outcomes_count_for_nothing() -> None:
+    schedule = make()
+    schedule.start()
+    launch(schedule, 0.0)
+    schedule.delay_elapsed()
+    launch(schedule, 0.25)
+    assert schedule.succeeded(1) is True
+    assert (schedule.phase, schedule.winner, schedule.pending) == (DONE, 1, {0})
+    assert schedule.succeeded(0) is False
+    assert schedule.failed(0, OSError("late")) is IGNORED
+    assert schedule.errors == [None, None]
+    assert schedule.step() is FINISHED
+
+
+def test_an_outcome_of_an_attempt_not_pending_is_ignored() -> None:
+    schedule = make()
+    schedule.start()
+    launch(schedule, 0.0)
+    assert schedule.failed(0, OSError("refused")) is FAILED
+    assert schedule.failed(0, OSError("again")) is IGNORED
+    assert schedule.succeeded(0) is False
+    assert schedule.succeeded(7) is False
+
+
+def test_an_error_the_policy_refuses_ends_the_race_as_a_bug() -> None:
+    schedule = make()
+    schedule.start()
+    launch(schedule, 0.0)
+    bug = ValueError("bad socket_factory")
+    assert schedule.failed(0, bug) is FATAL
+    assert (schedule.phase, schedule.bug, schedule.errors) == (DONE, bug, [None])
+
+
+def test_crash_keeps_the_first_bug() -> None:
+    schedule = make()
+    schedule.start()
+    first, second = ValueError("first"), ValueError("second")
+    schedule.crash(first)
+    schedule.crash(second)
+    assert (schedule.phase, schedule.bug) == (DONE, first)
+
+
+def test_abandon_ends_the_race_with_attempts_pending() -> None:
+    schedule = make()
+    schedule.start()
+    launch(schedule, 0.0)
+    schedule.abandon()
+    assert (schedule.phase, schedule.pending, schedule.winner) == (DONE, {0}, None)
+    assert schedule.step() is FINISHED
+
+
+def test_every_attempt_failing_ends_the_race_without_a_winner() -> None:
+    schedule = make(items=("a", "b"))
+    schedule.start()
+    launch(schedule, 0.0)
+    schedule.failed(0, OSError("a"))
+    launch(schedule, 0.0)
+    schedule.failed(1, OSError("b"))
+    assert schedule.step() is FINISHED
+    assert [str(e) for e in schedule.errors] == ["a", "b"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One race in the table: attempts fail or win at given times, and what follows."""
+
+    name: str
+    delay: float | None
+    outcomes: dict[str, tuple[float, bool]]  # item -> (when it reports, whether it wins)
+    starts: dict[str, float]  # item -> when it started
+    winner: str | None
+
+
+ROWS = [
+    Row(
+        name="first wins before the delay",
+        delay=0.25,
+        outcomes={"a": (0.1, True)},
+        starts={"a": 0.0},
+        winner="a",
+    ),
+    Row(
+        name="a black hole, then the second wins",
+        delay=0.25,
+        outcomes={"b": (0.2, True)},
+        starts={"a": 0.0, "b": 0.25},
+        winner="b",
+    ),
+    Row(
+        name="a refusal starts the next at once",
+        delay=0.25,
+        outcomes={"a": (0.05, False), "b": (0.1, True)},
+        starts={"a": 0.0, "b": 0.05},
+        winner="b",
+    ),
+    Row(
+        name="all fail, staggered",
+        delay=0.25,
+        outcomes={"a": (1.0, False), "b": (1.0, False), "c": (1.0, False)},
+        starts={"a": 0.0, "b": 0.25, "c": 0.5},
+        winner=None,
+    ),
+    Row(
+        name="one at a time",
+        delay=None,
+        outcomes={"a": (1.0, False), "b": (1.5, True)},
+        starts={"a": 0.0, "b": 1.0},
+        winner="b",
+    ),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+def test_scenarios_on_a_simulated_clock(row: Row) -> None:
+    """A tiny driver: the earliest of the next start and the next outcome happens."""
+    schedule = make(delay=row.delay)
+    schedule.start()
+    now = 0.0
+    starts: dict[str, float] = {}
+    due: dict[int, tuple[float, bool]] = {}
+    while True:
+        step = schedule.step()
+        if isinstance(step, int):
+            item = schedule.started[step]
+            starts[item] = now
+            when, wins = row.outcomes.get(item, (99.0, False))
+            due[step] = (now + when, wins)
+            schedule.launched(step, now)
+            continue
+        if step is FINISHED:
+            break
+        index = min(due, key=lambda i: due[i][0])
+        timer = schedule.next_at
+        if timer is not None and timer <= due[index][0]:
+            now = timer
+            schedule.delay_elapsed()
+            continue
+        now, wins = due.pop(index)
+        if wins:
+            schedule.succeeded(index)
+        else:
+            schedule.failed(index, OSError(f"attempt {index}"))
+    assert starts == pytest.approx(row.starts)
+    assert (schedule.started[schedule.winner] if schedule.winner is not None else None) == (
+        row.winner
+    )
