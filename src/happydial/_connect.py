@@ -25,6 +25,7 @@ The story of :func:`connect`, step by step:
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -42,7 +43,13 @@ from ._addresses import (
 )
 from ._history import AddressHistory
 from ._racer import ConnectRace, _check_callable, apply_history, check_ip_literals
-from ._resolver import Resolver, getaddrinfo_resolver
+from ._resolver import (
+    PendingLookup,
+    Resolver,
+    getaddrinfo_resolver,
+    localhost_addr_infos,
+    start_getaddrinfo,
+)
 from ._schedule import check_delay
 from ._selection import SourcesType, _sort, _sources_lookup, ranks_below_ipv4
 from ._sockets import being_cancelled
@@ -83,7 +90,7 @@ class _Feeder:
         self.timer: asyncio.TimerHandle | None = None
         self.seen: set[object] = set()
         self.errors: dict[int, OSError] = {}
-        self.lookups: list[asyncio.Task[None]] = []
+        self.lookups: list[asyncio.Task[None] | PendingLookup] = []
 
     def answered(
         self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None
@@ -251,6 +258,43 @@ async def _lookup(
         feeder.answered(family, entries, None)
 
 
+def _start_default_lookups(
+    host: str, port: int, families: list[int], feeder: _Feeder, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The default resolver's lookups, without a task (or a future) per family.
+
+    What :func:`_lookup` does for any resolver, for :func:`getaddrinfo_resolver`
+    without its coroutine: a ``localhost`` answer (RFC 6761 section 6.3) is fed at
+    once, before the race starts; a pool lookup's outcome is handed to
+    :func:`_pool_answered` by the loop's mailbox. Nothing here can be cancelled by
+    anyone but :meth:`_Feeder.close`, which abandons the lookups still running.
+    """
+    for family in families:
+        local = localhost_addr_infos(host, port, family)
+        if local is not None:
+            feeder.answered(family, local, None)
+        else:
+            on_answer = functools.partial(_pool_answered, feeder, family, host)
+            feeder.lookups.append(start_getaddrinfo(host, port, family, loop, on_answer))
+
+
+def _pool_answered(
+    feeder: _Feeder, family: int, host: str, result: object, error: Exception | None
+) -> None:
+    """A pool lookup's outcome, on the loop (it comes only while the race runs)."""
+    if error is None:
+        try:
+            entries = _usable(result, family, host)
+        except OSError as exc:
+            feeder.answered(family, None, exc)
+        else:
+            feeder.answered(family, entries, None)
+    elif isinstance(error, OSError):
+        feeder.answered(family, None, error)
+    else:
+        feeder.race.report_bug(error)  # UnicodeError for "a..b": as _resolver_bug does
+
+
 def _resolver_bug(feeder: _Feeder, exc: BaseException) -> None:
     """A bug in the resolver (or KeyboardInterrupt, SystemExit): it ends the race.
 
@@ -412,7 +456,12 @@ async def connect(
     # task resumes, and nothing after the race is awaited.
     race.when_finished = feeder.close
     resolve = resolver or getaddrinfo_resolver
-    feeder.lookups = [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
+    if resolve is getaddrinfo_resolver and trace is None:
+        _start_default_lookups(host, port, families, feeder, loop)
+    else:  # a task per family, to trace its start or to await any resolver
+        feeder.lookups = [
+            loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families
+        ]
     try:
         sock, _ = await race.connect(all_errors=all_errors)
     except OSError:

@@ -354,26 +354,82 @@ async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrIn
     if local is not None:
         return local
     loop = asyncio.get_running_loop()
+    answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
+    lookup = start_getaddrinfo(host, port, family, loop, functools.partial(_settle, answer))
+    try:
+        return await answer
+    finally:
+        lookup.cancel()  # cancelled, say: a queued lookup never runs; a late answer is dropped
+
+
+def _settle(
+    answer: asyncio.Future[list[AddrInfoType]], result: Any, error: Exception | None
+) -> None:
+    if answer.done():
+        return  # cancelled: its task has not yet run the ``finally`` that abandons the lookup
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(result)
+
+
+AnswerCallback = Callable[[Any, "Exception | None"], None]
+"""Called on the loop with ``getaddrinfo``'s result, or the exception it raised."""
+
+
+def start_getaddrinfo(
+    host: str, port: int, family: int, loop: asyncio.AbstractEventLoop, on_answer: AnswerCallback
+) -> PendingLookup:
+    """Hand a ``getaddrinfo`` of *host* to the pool; *on_answer* gets its outcome on *loop*.
+
+    No task, no future: the answer is handed to *on_answer* straight from the loop's
+    mailbox, in the loop iteration that receives it. :meth:`PendingLookup.cancel`
+    abandons the lookup (it must be called, or the answer comes, on *loop*).
+    """
     mailbox = _mailboxes.get(loop)
     if mailbox is None:
-        mailbox = _mailboxes[loop] = _Mailbox()
-    answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
+        mailbox = _mailboxes[loop] = _Mailbox(loop)
+    lookup = PendingLookup(host, port, family, mailbox, on_answer)
+    _pool.submit(lookup)
+    return lookup
 
-    def lookup() -> Delivery | None:
-        if answer.done():
+
+class PendingLookup:
+    """One ``getaddrinfo`` handed to the pool, until its answer is delivered or abandoned.
+
+    Its ``on_answer`` is cleared by either (on the loop): an abandoned lookup that is
+    still queued never runs, and its thread reads the attribute without the loop's
+    help (an attribute read is atomic; a stale read costs one C call whose answer
+    is dropped on the loop).
+    """
+
+    __slots__ = ("family", "host", "mailbox", "on_answer", "port")
+
+    def __init__(
+        self, host: str, port: int, family: int, mailbox: _Mailbox, on_answer: AnswerCallback
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.family = family
+        self.mailbox = mailbox
+        self.on_answer: AnswerCallback | None = on_answer
+
+    def cancel(self) -> None:
+        """Abandon the lookup: its answer, if one still comes, is dropped."""
+        self.on_answer = None
+
+    def __call__(self) -> Delivery | None:
+        """The job, on a pool thread: the C call, and the hand-back of its outcome."""
+        if self.on_answer is None:
             return None  # abandoned while queued: do not spend a C call on it
         try:
-            result: Any = socket.getaddrinfo(
-                host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP
+            result = socket.getaddrinfo(
+                self.host, self.port, self.family, socket.SOCK_STREAM, socket.IPPROTO_TCP
             )
-            error = None
         except Exception as exc:  # noqa: BLE001 - whatever it is, the caller gets it
             # Not only OSError: an invalid name (``"a..b"``) raises UnicodeError.
-            result, error = None, exc
-        return functools.partial(mailbox.post, answer, result, error)
-
-    _pool.submit(lookup)
-    return await answer
+            return functools.partial(self.mailbox.post, self, None, exc)
+        return functools.partial(self.mailbox.post, self, result, None)
 
 
 class _Mailbox:
@@ -384,35 +440,38 @@ class _Mailbox:
     delivers every answer that arrived before the loop got to it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = weakref.ref(loop)  # the mailboxes are kept by their loop, weakly
         self.lock = threading.Lock()
-        self.answers: list[tuple[asyncio.Future[list[AddrInfoType]], Any, Any]] = []
+        self.answers: list[tuple[PendingLookup, Any, Exception | None]] = []
 
-    def post(
-        self, answer: asyncio.Future[list[AddrInfoType]], result: Any, error: Exception | None
-    ) -> None:
+    def post(self, lookup: PendingLookup, result: Any, error: Exception | None) -> None:
         """From a pool thread: queue an answer, and wake the loop if none was queued."""
         with self.lock:
-            self.answers.append((answer, result, error))
+            self.answers.append((lookup, result, error))
             if len(self.answers) > 1:
                 return  # the loop is already called to deliver
-        try:
-            answer.get_loop().call_soon_threadsafe(self.deliver)
-        except RuntimeError:  # the loop closed while we were looking up: nobody waits
-            with self.lock:
-                self.answers.clear()
+        loop = self.loop()
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self.deliver)
+            except RuntimeError:
+                pass  # the loop closed while we were looking up: nobody waits
+            else:
+                return
+        with self.lock:  # the loop is closed, or gone: drop what nobody can receive
+            self.answers.clear()
 
     def deliver(self) -> None:
         """On the loop: hand every queued answer to its caller."""
         with self.lock:
             answers, self.answers = self.answers, []
-        for answer, result, error in answers:
-            if answer.done():
+        for lookup, result, error in answers:
+            on_answer = lookup.on_answer
+            if on_answer is None:
                 continue  # abandoned: the race was won (or cancelled) without this answer
-            if error is not None:
-                answer.set_exception(error)
-            else:
-                answer.set_result(result)
+            lookup.on_answer = None
+            on_answer(result, error)
 
 
 _mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
