@@ -53,6 +53,10 @@ EAGER_THREADS = 8
 """Threads started as soon as lookups would wait; more only when lookups are slow."""
 SLOW = 0.02
 """Seconds without a finished lookup, while others wait, after which the pool grows."""
+BUSY = 0.5
+"""The share of one core the process used, over the grower's last look, that makes it busy."""
+SLOW_WHEN_BUSY = 0.2
+""":data:`SLOW` for a busy process: its lookups are more likely waiting for the GIL."""
 
 
 class Resolver(Protocol):
@@ -214,19 +218,30 @@ class _Pool:
         self._start(functools.partial(self._work, _Worker(job)), name)
 
     def _grow(self) -> None:
+        now, cpu = time.monotonic(), time.process_time()
         while True:
             time.sleep(SLOW)
-            if not self.grow_once(time.monotonic()):
+            before, cpu_before = now, cpu
+            now, cpu = time.monotonic(), time.process_time()
+            if not self.grow_once(now, busy=cpu - cpu_before > BUSY * (now - before)):
                 return
 
-    def grow_once(self, now: float) -> bool:
-        """One look of the grower at time *now*; ``False``: the queue is empty, it ended."""
+    def grow_once(self, now: float, *, busy: bool = False) -> bool:
+        """One look of the grower at time *now*; ``False``: the queue is empty, it ended.
+
+        Threads help lookups that wait on the network, not lookups that wait for the
+        GIL: when the process was *busy* (its threads used at least half a core since
+        the last look, as the event loop does when it sets up thousands of connections
+        at once), no lookup finishing is likelier to mean the pool's threads cannot get
+        the GIL, and more threads would only add to the contention. The pool then
+        waits :data:`SLOW_WHEN_BUSY` without progress before it grows.
+        """
         with self.lock:
             if not self.queue:
                 self.grower = None
                 self.threads.discard(threading.current_thread())
                 return False
-            if now - self.progress >= SLOW:  # waiting lookups, and none finishing
+            if now - self.progress >= (SLOW_WHEN_BUSY if busy else SLOW):  # none finishing
                 room = self.settings.max_threads - len(self.threads)
                 for _ in range(min(room, len(self.queue))):
                     self._start_worker(self.queue.popleft())
