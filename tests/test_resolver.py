@@ -609,7 +609,7 @@ def test_configure_resolver_pool_applies_and_reports(pool: _resolver._Pool) -> N
     assert configure_resolver_pool(max_threads=9) == ResolverPoolSettings(9, 60.0)
     assert configure_resolver_pool(idle_timeout=2) == ResolverPoolSettings(9, 2.0)
     assert pool.settings == ResolverPoolSettings(9, 2.0)
-    assert ResolverPoolSettings() == ResolverPoolSettings(64, 10.0)
+    assert ResolverPoolSettings() == ResolverPoolSettings(96, 10.0)
 
 
 @pytest.mark.parametrize(

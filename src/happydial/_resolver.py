@@ -45,8 +45,14 @@ __all__ = [
     "getaddrinfo_resolver",
 ]
 
-DEFAULT_MAX_THREADS = 64
-"""Enough for 64 slow lookups at once; the 65th waits for a thread to come free."""
+DEFAULT_MAX_THREADS = 96
+"""Enough for 95 slow lookups at once (the grower is one of the threads); more wait.
+
+Slow answers (50 ms each) for 300 names at once, A and AAAA, take 600 lookups: 64
+threads need ten rounds, 96 seven, on a machine where the lab's DNS path itself slows
+down as queries pile up. Fast lookups (``/etc/hosts``) never get near it: beyond
+:data:`EAGER_THREADS`, threads start only when lookups are slow.
+"""
 DEFAULT_IDLE_TIMEOUT = 10.0
 """Seconds a pool thread waits for work before it ends."""
 EAGER_THREADS = 8
@@ -192,6 +198,7 @@ class _Pool:
 
     def submit(self, job: Job) -> None:
         """Run *job* on a pool thread, at once if one is free or may start, else later."""
+        new = None
         with self.lock:
             if self.idle:
                 worker = self.idle.pop()
@@ -200,22 +207,29 @@ class _Pool:
             elif self.finishing > len(self.queue):
                 self.queue.append(job)
             elif len(self.threads) < min(self.settings.max_threads, EAGER_THREADS):
-                self._start_worker(job)
+                new = self._new_worker(job)
             else:
                 self.queue.append(job)
                 if self.grower is None and len(self.threads) < self.settings.max_threads - 1:
-                    self.grower = self._start(self._grow, "happydial-resolver-grower")
+                    new = self.grower = self._new_thread(self._grow, "happydial-resolver-grower")
+        if new is not None:
+            new.start()  # outside the lock: see _new_thread
 
-    def _start(self, target: Callable[[], None], name: str) -> threading.Thread:
+    def _new_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """A thread counted in the pool, to be started once the lock is released.
+
+        ``Thread.start()`` waits until the new thread runs, which on a loaded machine
+        can take milliseconds per thread; under the lock, that would stop every other
+        thread from handing back its answer or taking the next job meanwhile.
+        """
         thread = threading.Thread(target=target, name=name, daemon=True)
         self.threads.add(thread)
-        thread.start()
         return thread
 
-    def _start_worker(self, job: Job) -> None:
+    def _new_worker(self, job: Job) -> threading.Thread:
         self.started += 1
         name = f"happydial-resolver-{self.started}"
-        self._start(functools.partial(self._work, _Worker(job)), name)
+        return self._new_thread(functools.partial(self._work, _Worker(job)), name)
 
     def _grow(self) -> None:
         now, cpu = time.monotonic(), time.process_time()
@@ -223,7 +237,10 @@ class _Pool:
             time.sleep(SLOW)
             before, cpu_before = now, cpu
             now, cpu = time.monotonic(), time.process_time()
-            if not self.grow_once(now, busy=cpu - cpu_before > BUSY * (now - before)):
+            # Busy: the process used half a core, or was kept from running (this
+            # thread overslept by a whole look): either way, not the network's doing.
+            busy = cpu - cpu_before > BUSY * (now - before) or now - before > 2 * SLOW
+            if not self.grow_once(now, busy=busy):
                 return
 
     def grow_once(self, now: float, *, busy: bool = False) -> bool:
@@ -232,10 +249,12 @@ class _Pool:
         Threads help lookups that wait on the network, not lookups that wait for the
         GIL: when the process was *busy* (its threads used at least half a core since
         the last look, as the event loop does when it sets up thousands of connections
-        at once), no lookup finishing is likelier to mean the pool's threads cannot get
-        the GIL, and more threads would only add to the contention. The pool then
+        at once, or the grower itself overslept by a whole look, the machine being
+        short of cores), no lookup finishing is likelier to mean the pool's threads
+        cannot run, and more threads would only add to the contention. The pool then
         waits :data:`SLOW_WHEN_BUSY` without progress before it grows.
         """
+        new = []
         with self.lock:
             if not self.queue:
                 self.grower = None
@@ -243,9 +262,13 @@ class _Pool:
                 return False
             if now - self.progress >= (SLOW_WHEN_BUSY if busy else SLOW):  # none finishing
                 room = self.settings.max_threads - len(self.threads)
-                for _ in range(min(room, len(self.queue))):
-                    self._start_worker(self.queue.popleft())
-            return True
+                new = [
+                    self._new_worker(self.queue.popleft())
+                    for _ in range(min(room, len(self.queue)))
+                ]
+        for thread in new:
+            thread.start()
+        return True
 
     def _work(self, worker: _Worker) -> None:
         job = worker.job
@@ -313,14 +336,15 @@ def configure_resolver_pool(
 
     The pool is process-wide and starts no thread until the first lookup. Up to 8
     threads start as lookups come; more, up to *max_threads*, only when lookups are
-    slow (some wait and none has finished for 20 ms). A smaller
-    cap lets running lookups finish (threads above it end when they next go idle);
+    slow (some wait and none has finished for 20 ms; 200 ms while the process is
+    busy, its lookups then more likely waiting for the GIL than for the network). A
+    smaller cap lets running lookups finish (threads above it end when they next go idle);
     a new idle timeout applies from each thread's next wait. Called with no
     argument, it only returns the current settings.
 
     Args:
         max_threads: The most ``getaddrinfo`` calls running at once, at least 1
-            (default 64). Each slow lookup holds a thread for its whole duration, so
+            (default 96). Each slow lookup holds a thread for its whole duration, so
             this bounds how many slow names resolve in parallel.
         idle_timeout: Seconds a thread waits for another lookup before it ends
             (default 10; 0 ends it as soon as the queue is empty).
