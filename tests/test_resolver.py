@@ -271,6 +271,28 @@ def test_connect_feeds_pool_answers_per_family(
     assert events == ["cannot resolve 'v4.test' (AAAA): [Errno -5] no IPv6 address for 'v4.test'"]
 
 
+def test_connect_runs_no_task_per_lookup(
+    run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
+) -> None:
+    # The default resolver's lookups are handed to the pool with a callback: while
+    # both are running, the only tasks are the caller's.
+    gate = fake.gate("held.test")
+
+    async def main() -> None:
+        call = asyncio.ensure_future(happydial.connect("held.test", 80))
+        await async_wait_until(lambda: len(fake.calls) == 2, "both lookups running")
+        assert asyncio.all_tasks() == {call, asyncio.current_task()}
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        gate.set()
+        await async_wait_until(lambda: idle_count(pool) == 2, "the abandoned lookups to end")
+        await asyncio.sleep(0)  # their answers' delivery runs, and finds nobody waiting
+
+    run(main)
+    assert sorted(family for _, family, _ in fake.calls) == sorted([V4, V6])
+
+
 def test_connect_gets_each_pool_lookups_error(
     run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
 ) -> None:
