@@ -61,6 +61,11 @@ __all__ = ["Resolver", "connect", "getaddrinfo_resolver"]
 
 def _literal_addr_infos(host: str, port: int) -> list[AddrInfoType] | None:
     """The addr_info of an IP literal host (``%zone`` allowed), or ``None`` for a name."""
+    plain = host.partition("%")[0]
+    if ":" not in plain and not plain.replace(".", "").isdigit():
+        # Neither IPv6 (a colon) nor dotted-decimal IPv4: a name. Said without
+        # ipaddress, which would raise (and build) three exceptions to say it.
+        return None
     try:
         ipaddress.ip_address(host)
     except ValueError:
