@@ -96,6 +96,7 @@ class _Feeder:
         self.seen: set[object] = set()
         self.errors: dict[int, OSError] = {}
         self.lookups: list[asyncio.Task[None] | PendingLookup] = []
+        self.closed = False
 
     def answered(
         self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None
@@ -202,6 +203,7 @@ class _Feeder:
         of its socket. A lookup task ends on its own once it sees the cancellation
         (at the loop's next iteration for a resolver that is just waiting).
         """
+        self.closed = True
         self._take_held()
         lookups, self.lookups = self.lookups, []  # once: a second cancel would cut a cleanup
         for task in lookups:
@@ -237,8 +239,11 @@ async def _lookup(
     loop = feeder.race.loop
     if feeder.race.trace is not None:
         feeder.race.emit(_trace.ResolutionStarted(host, family, loop.time()))
-        if being_cancelled():
-            return  # the trace raised and ended the race: do not even ask
+        if being_cancelled() or feeder.closed:
+            # The trace raised and ended the race: do not even ask. An eager task
+            # (Python 3.12's eager_task_factory) gets here while connect() is still
+            # creating it, before close() could know it to cancel it.
+            return
     # No local may hold an error past its except clause: the error's traceback
     # holds this frame, and the frame the feeder (a cycle, freed only by the GC).
     try:
