@@ -421,3 +421,22 @@ def test_a_trace_that_raises_during_resolution(vrun: Runner[Any], on: str) -> No
         assert net.open_sockets == []
 
     vrun(main)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("192.0.2.1", (socket.AF_INET, ("192.0.2.1", 80))),
+        ("2001:db8::1", (socket.AF_INET6, ("2001:db8::1", 80, 0, 0))),
+        ("dual.test", None),  # a letter and no colon: a name, said without ipaddress
+        ("1.2.3", None),  # digits and dots, yet not an address: ipaddress says so
+        ("\u0661.\u0662.\u0663.\u0664", None),  # Unicode digits: isdigit(), not IPv4
+        ("::g", None),  # a colon, yet not an address
+        ("192.0.2.1.test", None),
+    ],
+)
+def test_only_ip_literals_skip_the_resolver(
+    host: str, expected: tuple[int, tuple[object, ...]] | None
+) -> None:
+    found = happydial._connect._literal_addr_infos(host, 80)
+    assert (None if found is None else (found[0][0], found[0][4])) == expected

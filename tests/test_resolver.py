@@ -9,6 +9,7 @@ so no test depends on real DNS.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import socket
@@ -238,6 +239,91 @@ def test_connect_to_localhost_never_looks_up(
     assert fake.calls == []
 
 
+def test_connect_feeds_pool_answers_per_family(
+    run: Runner[Any], monkeypatch: pytest.MonkeyPatch, pool: _resolver._Pool
+) -> None:
+    # Without a task per family (connect() hands the lookups to the pool itself):
+    # an answer without the asked family fails that family; the other one connects.
+    asked: list[int] = []
+
+    def getaddrinfo(host: str, port: int, family: int, *_: Any) -> list[Any]:
+        asked.append(family)
+        return [(V4, *TCP, ("127.0.0.1", port))]  # for AAAA too: a broken C library
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    events: list[str] = []
+
+    async def main() -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        try:
+            sock = await happydial.connect("v4.test", port, resolution_delay=0)
+            assert sock.getpeername() == ("127.0.0.1", port)
+            sock.close()
+            with pytest.raises(socket.gaierror) as info:
+                await happydial.connect("v4.test", port, family=V6)
+            events.append(str(info.value.strerror))
+        finally:
+            listener.close()
+
+    run(main)
+    assert sorted(asked) == sorted([V6, V4, V6])
+    assert events == ["cannot resolve 'v4.test' (AAAA): [Errno -5] no IPv6 address for 'v4.test'"]
+
+
+def test_connect_runs_no_task_per_lookup(
+    run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
+) -> None:
+    # The default resolver's lookups are handed to the pool with a callback: while
+    # both are running, the only tasks are the caller's.
+    gate = fake.gate("held.test")
+
+    async def main() -> None:
+        call = asyncio.ensure_future(happydial.connect("held.test", 80))
+        await async_wait_until(lambda: len(fake.calls) == 2, "both lookups running")
+        assert asyncio.all_tasks() == {call, asyncio.current_task()}
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        gate.set()
+        await async_wait_until(lambda: idle_count(pool) == 2, "the abandoned lookups to end")
+        await asyncio.sleep(0)  # their answers' delivery runs, and finds nobody waiting
+
+    run(main)
+    assert sorted(family for _, family, _ in fake.calls) == sorted([V4, V6])
+
+
+def test_connect_gets_each_pool_lookups_error(
+    run: Runner[Any], fake: FakeGetaddrinfo, pool: _resolver._Pool
+) -> None:
+    async def main() -> None:
+        with pytest.raises(socket.gaierror) as info:
+            await happydial.connect("nowhere.invalid", 80)
+        assert info.value.errno == socket.EAI_NONAME
+        assert info.value.strerror == (
+            "cannot resolve 'nowhere.invalid' (AAAA and A): [Errno -2] Name or service not known"
+        )
+        with pytest.raises(UnicodeError, match="label empty"):
+            await happydial.connect("bad..name", 80)  # not an OSError: raised as it is
+
+    run(main)
+    asked = [(host, family) for host, family, _ in fake.calls]
+    assert sorted(asked[:2]) == [("nowhere.invalid", V4), ("nowhere.invalid", V6)]
+    assert asked[2][0] == "bad..name"  # its other lookup may have been abandoned unasked
+    assert {host for host, _ in asked} == {"nowhere.invalid", "bad..name"}
+
+
+def test_an_answer_for_a_cancelled_wait_is_not_set() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        answer: asyncio.Future[Any] = loop.create_future()
+        answer.cancel()  # its task was cancelled, and has not yet abandoned the lookup
+        _resolver._settle(answer, [LOOP4], None)
+        assert answer.cancelled()
+    finally:
+        loop.close()
+
+
 # -- the pool -------------------------------------------------------------------------------
 
 
@@ -321,6 +407,9 @@ def test_the_grower_starts_threads_only_when_nothing_finishes(pool: _resolver._P
     busy = {threading.Thread() for _ in range(7)}  # stand-ins: 7 running, 3 places left
     pool.threads |= busy
     try:
+        # A busy process (its lookups may be waiting for the GIL) waits longer.
+        assert pool.grow_once(pool.progress + 2 * _resolver.SLOW, busy=True) is True
+        assert pool.started == 0
         assert pool.grow_once(pool.progress + 2 * _resolver.SLOW) is True
         assert pool.started == 3
         assert len(pool.queue) == 1
@@ -489,9 +578,17 @@ def test_a_job_handed_over_just_after_the_idle_timeout_is_taken(pool: _resolver.
 
 def test_answers_arriving_together_wake_the_loop_once() -> None:
     loop = asyncio.new_event_loop()
+    got: list[tuple[str, object, object]] = []
+
+    def pending(name: str) -> _resolver.PendingLookup:
+        def on_answer(result: object, error: Exception | None) -> None:
+            got.append((name, result, error))
+
+        return _resolver.PendingLookup(f"{name}.test", 80, V4, mailbox, on_answer)
+
     try:
-        mailbox = _resolver._Mailbox()
-        first, second, dropped = (loop.create_future() for _ in range(3))
+        mailbox = _resolver._Mailbox(loop)
+        first, second, dropped = pending("first"), pending("second"), pending("dropped")
         dropped.cancel()
         error = socket.gaierror(socket.EAI_NONAME, "no")
         mailbox.post(first, [LOOP4], None)
@@ -499,14 +596,19 @@ def test_answers_arriving_together_wake_the_loop_once() -> None:
         mailbox.post(dropped, [LOOP6], None)
         assert len(loop._ready) == 1  # type: ignore[attr-defined]
         loop.run_until_complete(asyncio.sleep(0))
-        assert first.result() == [LOOP4]
-        assert second.exception() is error
+        assert got == [("first", [LOOP4], None), ("second", None, error)]
+        assert first.on_answer is None, "delivered once, then forgotten"
         assert mailbox.answers == []
     finally:
         loop.close()
-    late = loop.create_future()
-    mailbox.post(late, [LOOP4], None)  # the loop is closed: dropped, nothing kept
+    mailbox.post(pending("late"), [LOOP4], None)  # the loop is closed: dropped, nothing kept
     assert mailbox.answers == []
+    del loop
+    gc.collect()
+    assert mailbox.loop() is None
+    mailbox.post(pending("later"), [LOOP4], None)  # the loop is gone: dropped too
+    assert mailbox.answers == []
+    assert [name for name, _, _ in got] == ["first", "second"]
 
 
 def test_errors_of_any_type_reach_the_caller(
@@ -529,7 +631,7 @@ def test_configure_resolver_pool_applies_and_reports(pool: _resolver._Pool) -> N
     assert configure_resolver_pool(max_threads=9) == ResolverPoolSettings(9, 60.0)
     assert configure_resolver_pool(idle_timeout=2) == ResolverPoolSettings(9, 2.0)
     assert pool.settings == ResolverPoolSettings(9, 2.0)
-    assert ResolverPoolSettings() == ResolverPoolSettings(64, 10.0)
+    assert ResolverPoolSettings() == ResolverPoolSettings(96, 10.0)
 
 
 @pytest.mark.parametrize(

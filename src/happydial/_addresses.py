@@ -21,6 +21,7 @@ Invariants, kept by every function in this module:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
@@ -437,6 +438,17 @@ _NormalisedAddr: TypeAlias = tuple[
 ]
 
 
+@functools.lru_cache(maxsize=4096)
+def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ipaddress.ip_address(text)``, remembered (the objects are immutable).
+
+    ``connect()`` normalises every answer to compare it with the others; parsing an
+    IPv6 literal costs some microseconds, and a client asks for the same few
+    addresses over and over. A ``ValueError`` is not remembered.
+    """
+    return ipaddress.ip_address(text)
+
+
 def normalise(sockaddr: tuple[Any, ...]) -> _NormalisedAddr | None:
     """A comparable key for an IP sockaddr, or ``None`` if its host is no IP literal.
 
@@ -446,7 +458,7 @@ def normalise(sockaddr: tuple[Any, ...]) -> _NormalisedAddr | None:
     host, port = sockaddr[0], sockaddr[1]
     plain_host, _, zone = host.partition("%")
     try:
-        ip = ipaddress.ip_address(plain_host)
+        ip = _ip_address(plain_host)
     except ValueError:
         return None
     flowinfo, scope = (*sockaddr[2:], 0, 0)[:2]

@@ -19,7 +19,6 @@ import ipaddress
 import os
 import socket
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -199,7 +198,9 @@ class HostsFile:
     """The addresses a hosts file gives each name, reread whenever the file changes."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        # os, not pathlib: importing pathlib (and with it urllib.parse, fnmatch) costs
+        # every happydial user some 100 KB of memory for one file name.
+        self.path = os.fspath(path)
         self._stamp: tuple[int, int, int] | None = None
         self._names: dict[str, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
 
@@ -216,15 +217,16 @@ class HostsFile:
 
     def _refresh(self) -> None:
         try:
-            st = self.path.stat()
+            st = os.stat(self.path)  # noqa: PTH116 - no pathlib: see __init__
         except OSError:
             self._stamp, self._names = None, {}
             return
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp == self._stamp:
             return
-        try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
+        try:  # PTH123 (use Path.open) does not apply: no pathlib, see __init__
+            with open(self.path, encoding="utf-8", errors="replace") as file:  # noqa: PTH123
+                text = file.read()
         except OSError:  # replaced or removed between the stat and the read
             text = ""
         self._stamp, self._names = stamp, parse_hosts(text)

@@ -25,6 +25,7 @@ The story of :func:`connect`, step by step:
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -42,7 +43,13 @@ from ._dns64 import Nat64Discovery
 from ._history import AddressHistory
 from ._ipv6only import LastResort, Synthesis, check_nat64_options, explain
 from ._racer import ConnectRace, apply_history, check_ip_literals
-from ._resolver import Resolver, getaddrinfo_resolver
+from ._resolver import (
+    PendingLookup,
+    Resolver,
+    getaddrinfo_resolver,
+    localhost_addr_infos,
+    start_getaddrinfo,
+)
 from ._selection import SourcesType, rank_by_sources, ranks_below_ipv4, sources_lookup
 from ._sockets import being_cancelled
 from ._sources import bound_sources, default_source_cache
@@ -60,6 +67,11 @@ __all__ = ["Resolver", "connect", "getaddrinfo_resolver"]
 
 def _literal_addr_infos(host: str, port: int) -> list[AddrInfoType] | None:
     """The addr_info of an IP literal host (``%zone`` allowed), or ``None`` for a name."""
+    plain = host.partition("%")[0]
+    if ":" not in plain and not plain.replace(".", "").isdigit():
+        # Neither IPv6 (a colon) nor dotted-decimal IPv4: a name. Said without
+        # ipaddress, which would raise (and build) three exceptions to say it.
+        return None
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -89,7 +101,8 @@ class _Feeder:
         self.timer: asyncio.TimerHandle | None = None
         self.seen: set[object] = set()
         self.errors: dict[int, OSError] = {}
-        self.lookups: list[asyncio.Task[None]] = []
+        self.lookups: list[asyncio.Task[None] | PendingLookup] = []
+        self.closed = False
         self.last_resort: LastResort | None = None  # RFC 8305 s. 7.2, see _ipv6only
 
     def answered(
@@ -221,6 +234,7 @@ class _Feeder:
         of its socket. A lookup task ends on its own once it sees the cancellation
         (at the loop's next iteration for a resolver that is just waiting).
         """
+        self.closed = True
         self._take_held()
         last_resort, self.last_resort = self.last_resort, None  # no cycle through it
         if last_resort is not None:
@@ -256,11 +270,8 @@ async def _lookup(
     :meth:`_Feeder.close`); from then on, whatever the resolver does (answers,
     fails, raises while cleaning up) is nobody's business and is dropped.
     """
-    loop = feeder.race.loop
-    if feeder.race.trace is not None:
-        feeder.race.emit(_trace.ResolutionStarted(host, family, loop.time()))
-        if being_cancelled():
-            return  # the trace raised and ended the race: do not even ask
+    if not _begin(feeder, host, family):
+        return
     # No local may hold an error past its except clause: the error's traceback
     # holds this frame, and the frame the feeder (a cycle, freed only by the GC).
     try:
@@ -283,6 +294,56 @@ async def _lookup(
             # tracer does not see this frame once a CancelledError was thrown into it.
             return  # pragma: no cover
         feeder.answered(family, entries, None)
+
+
+def _begin(feeder: _Feeder, host: str, family: int) -> bool:
+    """Trace a lookup's start; whether to go on and ask the resolver."""
+    if feeder.closed:
+        return False  # an eager task made after the race ended (every answer so far failed)
+    if feeder.race.trace is not None:
+        feeder.race.emit(_trace.ResolutionStarted(host, family, feeder.race.loop.time()))
+        # The trace raised and ended the race: do not even ask. An eager task (Python
+        # 3.12's eager_task_factory) gets here while connect() is still creating it,
+        # before close() could know it to cancel it.
+        return not (being_cancelled() or feeder.closed)
+    return True
+
+
+def _start_default_lookups(
+    host: str, port: int, families: list[int], feeder: _Feeder, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The default resolver's lookups, without a task (or a future) per family.
+
+    What :func:`_lookup` does for any resolver, for :func:`getaddrinfo_resolver`
+    without its coroutine: a ``localhost`` answer (RFC 6761 section 6.3) is fed at
+    once, before the race starts; a pool lookup's outcome is handed to
+    :func:`_pool_answered` by the loop's mailbox. Nothing here can be cancelled by
+    anyone but :meth:`_Feeder.close`, which abandons the lookups still running.
+    """
+    for family in families:
+        local = localhost_addr_infos(host, port, family)
+        if local is not None:
+            feeder.answered(family, local, None)
+        else:
+            on_answer = functools.partial(_pool_answered, feeder, family, host)
+            feeder.lookups.append(start_getaddrinfo(host, port, family, loop, on_answer))
+
+
+def _pool_answered(
+    feeder: _Feeder, family: int, host: str, result: object, error: Exception | None
+) -> None:
+    """A pool lookup's outcome, on the loop (it comes only while the race runs)."""
+    if error is None:
+        try:
+            entries = _usable(result, family, host)
+        except OSError as exc:
+            feeder.answered(family, None, exc)
+        else:
+            feeder.answered(family, entries, None)
+    elif isinstance(error, OSError):
+        feeder.answered(family, None, error)
+    else:
+        feeder.race.report_bug(error)  # UnicodeError for "a..b": as _resolver_bug does
 
 
 def _resolver_bug(feeder: _Feeder, exc: BaseException) -> None:
@@ -445,7 +506,12 @@ async def connect(
     # cancelled), from inside the race: they see their cancellation before this
     # task resumes, and nothing after the race is awaited.
     race.when_finished = feeder.close
-    feeder.lookups = [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
+    if resolve is getaddrinfo_resolver and trace is None:
+        _start_default_lookups(host, port, families, feeder, loop)
+    else:  # a task per family, to trace its start or to await any resolver
+        feeder.lookups = [
+            loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families
+        ]
     try:
         sock, _ = await race.connect(all_errors=all_errors)
     except (OSError, ExceptionGroup) as exc:  # a group (all_errors=True) means attempts

@@ -45,14 +45,24 @@ __all__ = [
     "getaddrinfo_resolver",
 ]
 
-DEFAULT_MAX_THREADS = 64
-"""Enough for 64 slow lookups at once; the 65th waits for a thread to come free."""
+DEFAULT_MAX_THREADS = 96
+"""Enough for 95 slow lookups at once (the grower is one of the threads); more wait.
+
+Slow answers (50 ms each) for 300 names at once, A and AAAA, take 600 lookups: 64
+threads need ten rounds, 96 seven, on a machine where the lab's DNS path itself slows
+down as queries pile up. Fast lookups (``/etc/hosts``) never get near it: beyond
+:data:`EAGER_THREADS`, threads start only when lookups are slow.
+"""
 DEFAULT_IDLE_TIMEOUT = 10.0
 """Seconds a pool thread waits for work before it ends."""
 EAGER_THREADS = 8
 """Threads started as soon as lookups would wait; more only when lookups are slow."""
 SLOW = 0.02
 """Seconds without a finished lookup, while others wait, after which the pool grows."""
+BUSY = 0.5
+"""The share of one core the process used, over the grower's last look, that makes it busy."""
+SLOW_WHEN_BUSY = 0.2
+""":data:`SLOW` for a busy process: its lookups are more likely waiting for the GIL."""
 
 
 class Resolver(Protocol):
@@ -73,22 +83,17 @@ class Resolver(Protocol):
 # localhost (RFC 6761 section 6.3)
 # ---------------------------------------------------------------------------
 
-_LOOPBACK: dict[int, Callable[[int], AddrInfoType]] = {
-    socket.AF_INET6: lambda port: (
-        socket.AF_INET6,
-        socket.SOCK_STREAM,
-        socket.IPPROTO_TCP,
-        "",
-        ("::1", port, 0, 0),
-    ),
-    socket.AF_INET: lambda port: (
-        socket.AF_INET,
-        socket.SOCK_STREAM,
-        socket.IPPROTO_TCP,
-        "",
-        ("127.0.0.1", port),
-    ),
-}
+
+@functools.lru_cache(maxsize=256)
+def _loopback(family: int, port: int) -> AddrInfoType:
+    """The loopback addr_info of *family* for *port*, one shared tuple per pair.
+
+    Tuples are immutable: 2,000 connections at once to ``localhost:8080`` share two
+    entries instead of holding 4,000 of their own.
+    """
+    if family == socket.AF_INET6:
+        return (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", port, 0, 0))
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))
 
 
 def is_localhost(host: str) -> bool:
@@ -107,9 +112,10 @@ def localhost_addr_infos(host: str, port: int, family: int) -> list[AddrInfoType
     if not is_localhost(host):
         return None
     if family == socket.AF_UNSPEC:
-        return [_LOOPBACK[socket.AF_INET6](port), _LOOPBACK[socket.AF_INET](port)]
-    make = _LOOPBACK.get(family)
-    return None if make is None else [make(port)]  # another family: the back end's error
+        return [_loopback(socket.AF_INET6, port), _loopback(socket.AF_INET, port)]
+    if family not in (socket.AF_INET6, socket.AF_INET):
+        return None  # another family: the back end's error
+    return [_loopback(family, port)]
 
 
 # ---------------------------------------------------------------------------
@@ -188,6 +194,7 @@ class _Pool:
 
     def submit(self, job: Job) -> None:
         """Run *job* on a pool thread, at once if one is free or may start, else later."""
+        new = None
         with self.lock:
             if self.idle:
                 worker = self.idle.pop()
@@ -196,41 +203,68 @@ class _Pool:
             elif self.finishing > len(self.queue):
                 self.queue.append(job)
             elif len(self.threads) < min(self.settings.max_threads, EAGER_THREADS):
-                self._start_worker(job)
+                new = self._new_worker(job)
             else:
                 self.queue.append(job)
                 if self.grower is None and len(self.threads) < self.settings.max_threads - 1:
-                    self.grower = self._start(self._grow, "happydial-resolver-grower")
+                    new = self.grower = self._new_thread(self._grow, "happydial-resolver-grower")
+        if new is not None:
+            new.start()  # outside the lock: see _new_thread
 
-    def _start(self, target: Callable[[], None], name: str) -> threading.Thread:
+    def _new_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """A thread counted in the pool, to be started once the lock is released.
+
+        ``Thread.start()`` waits until the new thread runs, which on a loaded machine
+        can take milliseconds per thread; under the lock, that would stop every other
+        thread from handing back its answer or taking the next job meanwhile.
+        """
         thread = threading.Thread(target=target, name=name, daemon=True)
         self.threads.add(thread)
-        thread.start()
         return thread
 
-    def _start_worker(self, job: Job) -> None:
+    def _new_worker(self, job: Job) -> threading.Thread:
         self.started += 1
         name = f"happydial-resolver-{self.started}"
-        self._start(functools.partial(self._work, _Worker(job)), name)
+        return self._new_thread(functools.partial(self._work, _Worker(job)), name)
 
     def _grow(self) -> None:
+        now, cpu = time.monotonic(), time.process_time()
         while True:
             time.sleep(SLOW)
-            if not self.grow_once(time.monotonic()):
+            before, cpu_before = now, cpu
+            now, cpu = time.monotonic(), time.process_time()
+            # Busy: the process used half a core, or was kept from running (this
+            # thread overslept by a whole look): either way, not the network's doing.
+            busy = cpu - cpu_before > BUSY * (now - before) or now - before > 2 * SLOW
+            if not self.grow_once(now, busy=busy):
                 return
 
-    def grow_once(self, now: float) -> bool:
-        """One look of the grower at time *now*; ``False``: the queue is empty, it ended."""
+    def grow_once(self, now: float, *, busy: bool = False) -> bool:
+        """One look of the grower at time *now*; ``False``: the queue is empty, it ended.
+
+        Threads help lookups that wait on the network, not lookups that wait for the
+        GIL: when the process was *busy* (its threads used at least half a core since
+        the last look, as the event loop does when it sets up thousands of connections
+        at once, or the grower itself overslept by a whole look, the machine being
+        short of cores), no lookup finishing is likelier to mean the pool's threads
+        cannot run, and more threads would only add to the contention. The pool then
+        waits :data:`SLOW_WHEN_BUSY` without progress before it grows.
+        """
+        new = []
         with self.lock:
             if not self.queue:
                 self.grower = None
                 self.threads.discard(threading.current_thread())
                 return False
-            if now - self.progress >= SLOW:  # waiting lookups, and none finishing
+            if now - self.progress >= (SLOW_WHEN_BUSY if busy else SLOW):  # none finishing
                 room = self.settings.max_threads - len(self.threads)
-                for _ in range(min(room, len(self.queue))):
-                    self._start_worker(self.queue.popleft())
-            return True
+                new = [
+                    self._new_worker(self.queue.popleft())
+                    for _ in range(min(room, len(self.queue)))
+                ]
+        for thread in new:
+            thread.start()
+        return True
 
     def _work(self, worker: _Worker) -> None:
         job = worker.job
@@ -298,14 +332,15 @@ def configure_resolver_pool(
 
     The pool is process-wide and starts no thread until the first lookup. Up to 8
     threads start as lookups come; more, up to *max_threads*, only when lookups are
-    slow (some wait and none has finished for 20 ms). A smaller
-    cap lets running lookups finish (threads above it end when they next go idle);
+    slow (some wait and none has finished for 20 ms; 200 ms while the process is
+    busy, its lookups then more likely waiting for the GIL than for the network). A
+    smaller cap lets running lookups finish (threads above it end when they next go idle);
     a new idle timeout applies from each thread's next wait. Called with no
     argument, it only returns the current settings.
 
     Args:
         max_threads: The most ``getaddrinfo`` calls running at once, at least 1
-            (default 64). Each slow lookup holds a thread for its whole duration, so
+            (default 96). Each slow lookup holds a thread for its whole duration, so
             this bounds how many slow names resolve in parallel.
         idle_timeout: Seconds a thread waits for another lookup before it ends
             (default 10; 0 ends it as soon as the queue is empty).
@@ -354,26 +389,82 @@ async def getaddrinfo_resolver(host: str, port: int, family: int) -> list[AddrIn
     if local is not None:
         return local
     loop = asyncio.get_running_loop()
+    answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
+    lookup = start_getaddrinfo(host, port, family, loop, functools.partial(_settle, answer))
+    try:
+        return await answer
+    finally:
+        lookup.cancel()  # cancelled, say: a queued lookup never runs; a late answer is dropped
+
+
+def _settle(
+    answer: asyncio.Future[list[AddrInfoType]], result: Any, error: Exception | None
+) -> None:
+    if answer.done():
+        return  # cancelled: its task has not yet run the ``finally`` that abandons the lookup
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(result)
+
+
+AnswerCallback = Callable[[Any, "Exception | None"], None]
+"""Called on the loop with ``getaddrinfo``'s result, or the exception it raised."""
+
+
+def start_getaddrinfo(
+    host: str, port: int, family: int, loop: asyncio.AbstractEventLoop, on_answer: AnswerCallback
+) -> PendingLookup:
+    """Hand a ``getaddrinfo`` of *host* to the pool; *on_answer* gets its outcome on *loop*.
+
+    No task, no future: the answer is handed to *on_answer* straight from the loop's
+    mailbox, in the loop iteration that receives it. :meth:`PendingLookup.cancel`
+    abandons the lookup (it must be called, or the answer comes, on *loop*).
+    """
     mailbox = _mailboxes.get(loop)
     if mailbox is None:
-        mailbox = _mailboxes[loop] = _Mailbox()
-    answer: asyncio.Future[list[AddrInfoType]] = loop.create_future()
+        mailbox = _mailboxes[loop] = _Mailbox(loop)
+    lookup = PendingLookup(host, port, family, mailbox, on_answer)
+    _pool.submit(lookup)
+    return lookup
 
-    def lookup() -> Delivery | None:
-        if answer.done():
+
+class PendingLookup:
+    """One ``getaddrinfo`` handed to the pool, until its answer is delivered or abandoned.
+
+    Its ``on_answer`` is cleared by either (on the loop): an abandoned lookup that is
+    still queued never runs, and its thread reads the attribute without the loop's
+    help (an attribute read is atomic; a stale read costs one C call whose answer
+    is dropped on the loop).
+    """
+
+    __slots__ = ("family", "host", "mailbox", "on_answer", "port")
+
+    def __init__(
+        self, host: str, port: int, family: int, mailbox: _Mailbox, on_answer: AnswerCallback
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.family = family
+        self.mailbox = mailbox
+        self.on_answer: AnswerCallback | None = on_answer
+
+    def cancel(self) -> None:
+        """Abandon the lookup: its answer, if one still comes, is dropped."""
+        self.on_answer = None
+
+    def __call__(self) -> Delivery | None:
+        """The job, on a pool thread: the C call, and the hand-back of its outcome."""
+        if self.on_answer is None:
             return None  # abandoned while queued: do not spend a C call on it
         try:
-            result: Any = socket.getaddrinfo(
-                host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP
+            result = socket.getaddrinfo(
+                self.host, self.port, self.family, socket.SOCK_STREAM, socket.IPPROTO_TCP
             )
-            error = None
         except Exception as exc:  # noqa: BLE001 - whatever it is, the caller gets it
             # Not only OSError: an invalid name (``"a..b"``) raises UnicodeError.
-            result, error = None, exc
-        return functools.partial(mailbox.post, answer, result, error)
-
-    _pool.submit(lookup)
-    return await answer
+            return functools.partial(self.mailbox.post, self, None, exc)
+        return functools.partial(self.mailbox.post, self, result, None)
 
 
 class _Mailbox:
@@ -384,35 +475,38 @@ class _Mailbox:
     delivers every answer that arrived before the loop got to it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = weakref.ref(loop)  # the mailboxes are kept by their loop, weakly
         self.lock = threading.Lock()
-        self.answers: list[tuple[asyncio.Future[list[AddrInfoType]], Any, Any]] = []
+        self.answers: list[tuple[PendingLookup, Any, Exception | None]] = []
 
-    def post(
-        self, answer: asyncio.Future[list[AddrInfoType]], result: Any, error: Exception | None
-    ) -> None:
+    def post(self, lookup: PendingLookup, result: Any, error: Exception | None) -> None:
         """From a pool thread: queue an answer, and wake the loop if none was queued."""
         with self.lock:
-            self.answers.append((answer, result, error))
+            self.answers.append((lookup, result, error))
             if len(self.answers) > 1:
                 return  # the loop is already called to deliver
-        try:
-            answer.get_loop().call_soon_threadsafe(self.deliver)
-        except RuntimeError:  # the loop closed while we were looking up: nobody waits
-            with self.lock:
-                self.answers.clear()
+        loop = self.loop()
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self.deliver)
+            except RuntimeError:
+                pass  # the loop closed while we were looking up: nobody waits
+            else:
+                return
+        with self.lock:  # the loop is closed, or gone: drop what nobody can receive
+            self.answers.clear()
 
     def deliver(self) -> None:
         """On the loop: hand every queued answer to its caller."""
         with self.lock:
             answers, self.answers = self.answers, []
-        for answer, result, error in answers:
-            if answer.done():
+        for lookup, result, error in answers:
+            on_answer = lookup.on_answer
+            if on_answer is None:
                 continue  # abandoned: the race was won (or cancelled) without this answer
-            if error is not None:
-                answer.set_exception(error)
-            else:
-                answer.set_result(result)
+            lookup.on_answer = None
+            on_answer(result, error)
 
 
 _mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
