@@ -11,8 +11,8 @@ Floors, measured in the same rounds: *one RTT* is ``start_connection`` straight 
 synthesised address (what any client pays on this path), *lookup* a single-family
 ``getaddrinfo("ipv4only.arpa", AF_INET6)``. The issue's targets: the first call within
 one RTT plus the lookup, later calls within one RTT (ratios, with 10 % for noise).
-The peers (here ``asyncio.open_connection``) get no further than the kernel's
-"Network is unreachable".
+The peers (asyncio, aiohappyeyeballs, async_stagger, trio, anyio) get no further
+than the kernel's "Network is unreachable".
 """
 
 from __future__ import annotations
@@ -29,25 +29,71 @@ RTT = 0.02
 CALLS = 5
 LIMIT = 1.10
 
-PEER = """
-import asyncio, json, time
-async def main():
-    start = time.monotonic()
+PEERS = """
+import asyncio, json, socket, sys
+HOST, PORT = {host!r}, {port}
+
+def outcome(run):
     try:
-        _, writer = await asyncio.open_connection({host!r}, {port})
-    except OSError as exc:
-        return {{"error": str(exc), "elapsed": time.monotonic() - start}}
-    writer.close()
-    return {{"error": None, "elapsed": time.monotonic() - start}}
-print(json.dumps(asyncio.run(main())))
+        run()
+    except ImportError as exc:
+        return f"not installed ({{exc.name}})"
+    except BaseException as exc:  # OSError, or a group of them (trio, anyio)
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        return f"{{type(exc).__name__}}: {{exc}}"
+    return None
+
+def with_asyncio():
+    async def main():
+        _, writer = await asyncio.open_connection(HOST, PORT)
+        writer.close()
+    asyncio.run(main())
+
+def with_aiohappyeyeballs():
+    import aiohappyeyeballs
+    async def main():
+        infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (HOST, PORT))]
+        sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=0.25)
+        sock.close()
+    asyncio.run(main())
+
+def with_async_stagger():
+    import async_stagger
+    async def main():
+        _, writer = await async_stagger.open_connection(HOST, PORT)
+        writer.close()
+    asyncio.run(main())
+
+def with_trio():
+    import trio
+    async def main():
+        stream = await trio.open_tcp_stream(HOST, PORT)
+        await stream.aclose()
+    trio.run(main)
+
+def with_anyio():
+    import anyio
+    async def main():
+        stream = await anyio.connect_tcp(HOST, PORT)
+        await stream.aclose()
+    anyio.run(main)
+
+print(json.dumps({{
+    "asyncio.open_connection": outcome(with_asyncio),
+    "aiohappyeyeballs.start_connection": outcome(with_aiohappyeyeballs),
+    "async_stagger.open_connection": outcome(with_async_stagger),
+    "trio.open_tcp_stream": outcome(with_trio),
+    "anyio.connect_tcp": outcome(with_anyio),
+}}))
 """
 
 
-def _peer(lab: Any, host: str, port: int) -> dict[str, Any]:
-    """``asyncio.open_connection(host, port)`` in the client namespace: its outcome."""
-    command = [*lab.exec_prefix(lab.client_ns), "-c", PEER.format(host=host, port=port)]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
-    result: dict[str, Any] = json.loads(proc.stdout)
+def _peers(lab: Any, host: str, port: int) -> dict[str, str | None]:
+    """Each peer's connect to *host* in the client namespace: its error, or None."""
+    command = [*lab.exec_prefix(lab.client_ns), "-c", PEERS.format(host=host, port=port)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    result: dict[str, str | None] = json.loads(proc.stdout)
     return result
 
 
@@ -55,8 +101,8 @@ def _no_pause(label: str) -> None:
     raise RuntimeError(f"unexpected pause {label!r}")
 
 
-def measure(lab: Any, rounds: int) -> tuple[dict[str, list[float]], str | None]:
-    """Seconds per call kind, over *rounds* rounds; and the peer's error."""
+def measure(lab: Any, rounds: int) -> tuple[dict[str, list[float]], dict[str, str | None]]:
+    """Seconds per call kind, over *rounds* rounds; and each peer's error."""
     from tests.lab.netns import PORT, Rule
 
     _, (v4,) = lab.allocate(v4=1)
@@ -76,15 +122,17 @@ def measure(lab: Any, rounds: int) -> tuple[dict[str, list[float]], str | None]:
                 times["first" if i == 0 else "later"].append(report["elapsed"])
             times["rtt"].append(lab.run_client({"loop": "asyncio", **floor})["elapsed"])
             times["lookup"].append(lab.run_client({"loop": "asyncio", **lookup})["elapsed"])
-        peer = _peer(lab, v4, PORT)
-    return times, peer["error"]
+        peers = _peers(lab, v4, PORT)
+    return times, peers
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
-def render(times: dict[str, list[float]], rounds: int, peer_error: str | None) -> SectionReport:
+def render(
+    times: dict[str, list[float]], rounds: int, peers: dict[str, str | None]
+) -> SectionReport:
     """The table and the two targets."""
     rtt, lookup = median(times["rtt"]), median(times["lookup"])
     first, later = median(times["first"]), median(times["later"])
@@ -108,7 +156,12 @@ def render(times: dict[str, list[float]], rounds: int, peer_error: str | None) -
         "",
         table(["call", "ms", "ideal ms", "ratio"], rows),
         "",
-        f"`asyncio.open_connection` to the same literal: {peer_error or 'connected (?)'}.",
+        "The peers, connecting to the same IPv4 literal from the same client:",
+        "",
+        table(
+            ["peer", "outcome"],
+            [[f"`{name}`", error or "connected"] for name, error in peers.items()],
+        ),
     ]
     targets = [
         Target("nat64: first call / (one RTT + discovery lookup)", first / (rtt + lookup), LIMIT),
@@ -127,7 +180,7 @@ def run(cfg: Config) -> SectionReport:
         return SectionReport(TITLE, f"Skipped: the network lab is unavailable here ({exc}).")
     rounds = 1 if cfg.quick else 7
     try:
-        times, peer_error = measure(lab, rounds)
+        times, peers = measure(lab, rounds)
     finally:
         lab.close()
-    return render(times, rounds, peer_error)
+    return render(times, rounds, peers)
