@@ -300,7 +300,7 @@ def pop_addr_infos_interleave(
 # ---------------------------------------------------------------------------
 
 
-def _zone_to_scope_id(zone: str, what: str) -> int:
+def zone_to_scope_id(zone: str, what: str) -> int:
     """Map an IPv6 zone (``"eth0"`` or ``"2"``) to its numeric scope id."""
     if zone.isdigit():
         return int(zone)
@@ -373,7 +373,7 @@ def _ipv6_sockaddr(addr: tuple[Any, ...], what: str) -> tuple[str, int, int, int
             raise ValueError(f"{what}: flowinfo and scope_id must fit in 32 bits")
     plain_host, _, zone = addr[0].partition("%")
     if zone:
-        zone_scope = _zone_to_scope_id(zone, what)
+        zone_scope = zone_to_scope_id(zone, what)
         if scope_id and scope_id != zone_scope:
             raise ValueError(f"{what}: zone {zone!r} and scope_id {scope_id} disagree")
         scope_id = zone_scope
@@ -465,7 +465,7 @@ def normalise(sockaddr: tuple[Any, ...]) -> _NormalisedAddr | None:
     scope_key: int | str = scope
     if zone and not scope:
         try:
-            scope_key = _zone_to_scope_id(zone, "")
+            scope_key = zone_to_scope_id(zone, "")
         except ValueError:
             # An interface this host does not have: only the same name matches.
             scope_key = zone

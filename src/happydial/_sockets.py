@@ -27,7 +27,7 @@ from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._addresses import AddrInfoType, SocketFactoryType
+from ._addresses import AddrInfoType, SocketFactoryType, zone_to_scope_id
 from ._errors import format_sockaddr, no_local_address_error
 
 __all__ = [
@@ -100,15 +100,14 @@ def connect_address(sockaddr: tuple[Any, ...]) -> tuple[Any, ...]:
     plain, _, zone = host.partition("%")
     if not zone:
         return sockaddr
-    if zone.isdigit():
-        scope = int(zone)
-    else:
-        try:
-            scope = socket.if_nametoindex(zone)
-        except OSError:
-            raise OSError(
-                errno.ENXIO, f"no network interface named {zone!r} for address {host}"
-            ) from None
+    try:
+        scope = zone_to_scope_id(zone, host)
+    except ValueError:
+        # A network condition of this attempt (an interface that is gone), not a bad
+        # argument: an OSError, so the race goes on with the other addresses.
+        raise OSError(
+            errno.ENXIO, f"no network interface named {zone!r} for address {host}"
+        ) from None
     given = sockaddr[3] if len(sockaddr) > 3 else 0
     if given and given != scope:
         raise OSError(
