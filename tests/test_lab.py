@@ -339,6 +339,16 @@ COOLDOWN = 1.0  # the history's cooldown in these scenarios (60 s by default)
 MIN_ATTEMPT_DELAY = 0.1  # AddressHistory's default floor of the adaptive delay (RFC 8305)
 
 
+def one_rtt(rtt: float) -> float:
+    """The latest a connection that waited for no attempt delay may finish.
+
+    Half the shortest attempt delay above the RTT: a reordering that still waited for any
+    delay fails it, and the relay's jitter on a loaded 2-core machine (53 ms was seen for a
+    40 ms RTT, so 1.3 x RTT was too tight) passes it.
+    """
+    return rtt + MIN_ATTEMPT_DELAY / 2
+
+
 def connection(addresses: list[str], **kwargs: Any) -> dict[str, Any]:
     """A start_connection step over *addresses* (in this order) on port PORT."""
     return {
@@ -397,7 +407,7 @@ def test_history_ipv6_dead_later_connections_go_straight_to_ipv4(lab: Lab, loop_
     assert started(first) == [v6, v4], show(first)
     # Then IPv4 (known good) goes first and IPv6 (failed) last: one RTT, not (250 + 40) ms.
     for report in later:
-        assert_won_within(report, v4, RTT_V4, 1.3 * RTT_V4)
+        assert_won_within(report, v4, RTT_V4, one_rtt(RTT_V4))
         assert started(report) == [v4], show(report)
         event = reordered(report)
         assert event is not None, show(report)
@@ -427,7 +437,7 @@ def test_history_good_path_dies_fallback_after_adaptive_delay(lab: Lab, loop_nam
     delays = [e for e in dies["events"] if e["type"] == "DelayAdjusted"]
     assert [(e["address"], e["delay"]) for e in delays] == [(v6, pytest.approx(adaptive))]
     # IPv6 was overtaken: it now cools down, last, and IPv4 answers in one RTT.
-    assert_won_within(after, v4, RTT_V4, 1.3 * RTT_V4)
+    assert_won_within(after, v4, RTT_V4, one_rtt(RTT_V4))
     assert started(after) == [v4], show(after)
     event = reordered(after)
     assert event is not None, show(after)
@@ -456,7 +466,7 @@ def test_history_path_that_comes_back_is_preferred_again_after_cooldown(
     assert_won(good, v6, RTT_V6)
     assert_won(dies, v4, MIN_ATTEMPT_DELAY + rtt_v4)
     for report in (cooling, repaired):  # within the cooldown, repaired or not: IPv6 last
-        assert_won_within(report, v4, rtt_v4, 1.3 * rtt_v4)
+        assert_won_within(report, v4, rtt_v4, one_rtt(rtt_v4))
         assert started(report) == [v4], show(report)
         event = reordered(report)
         assert event is not None, show(report)
@@ -485,7 +495,7 @@ def test_history_path_that_never_worked_is_retried_after_cooldown(lab: Lab, loop
     assert_won(first, b, DELAY + RTT_V4)
     assert started(first) == [a, b], show(first)
     # Within the cooldown: known good first, then unknown (C), then the failed A last.
-    assert_won_within(cooling, b, RTT_V4, 1.3 * RTT_V4)
+    assert_won_within(cooling, b, RTT_V4, one_rtt(RTT_V4))
     event = reordered(cooling)
     assert event is not None, show(cooling)
     assert event["after"] == [b, c, a], show(cooling)
