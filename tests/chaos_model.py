@@ -15,6 +15,10 @@ Rules modelled:
   attempt failing moves nothing. ``delay=None``: only when the latest fails;
   ``delay=0``: all at once.
 * ``attempt_timeout``: an attempt pending that long fails with ``TimeoutError``.
+* ``max_in_flight``: when a start is due and that many attempts are pending, the
+  oldest pending one fails (a ``TimeoutError`` of its own wording) in that instant,
+  then the start happens; with ``delay=0`` the start waits instead, until any
+  pending attempt fails.
 * Socket creation or binding that fails is a failure at the start instant.
 * A connect whose outcome is known when it is called (``unreachable_now``: an
   unreachable network) fails at the start instant on the writer-callback path
@@ -24,7 +28,8 @@ Rules modelled:
   too happens at the start instant, whatever its delay.
 * Items may be added while the race runs: a due start happens on arrival.
 * The first success wins; a programming error ends the race and propagates; the
-  caller's cancellation ends it with ``CancelledError``; when every attempt has
+  caller's cancellation ends it with ``CancelledError``, even when it comes in the
+  instant the race ended, before the caller's task resumed; when every attempt has
   failed and no more can come, the errors are aggregated by CPython's rules.
 """
 
@@ -89,6 +94,7 @@ class Scenario:
     batches: list[tuple[float, list[Addr]]] = field(default_factory=list)
     stop_at: float | None = None
     cancel_at: float | None = None
+    max_in_flight: int | None = 6  # start_connection's default
 
     def all_addrs(self) -> list[Addr]:
         return self.addrs + [a for _, batch in self.batches for a in batch]
@@ -100,6 +106,7 @@ class Scenario:
                 f" attempt_timeout={self.attempt_timeout} local={self.local}"
                 f" all_errors={self.all_errors} race_mode={self.race_mode}"
                 f" stop_at={self.stop_at} cancel_at={self.cancel_at}"
+                f" max_in_flight={self.max_in_flight}"
             ),
             *(f"  {a.host:16} {a.delay:<8} {a.outcome}" for a in self.addrs),
         ]
@@ -161,6 +168,7 @@ def connect_error_sig(addr: Addr) -> Sig:
 
 
 TIMEOUT_SIG: Sig = ("TimeoutError", None, ("timeout",))
+DROPPED_SIG: Sig = ("TimeoutError", None, ("dropped",))
 _SUBCLASS = {errno.ECONNREFUSED: "ConnectionRefusedError", errno.ECONNRESET: "ConnectionResetError"}
 
 
@@ -242,7 +250,15 @@ class Model:
 
     def _explore(self, w: _World) -> frozenset[Outcome]:
         if w.result is not None:
-            return frozenset([self._outcome(w)])
+            ended = frozenset([self._outcome(w)])
+            cancel_at = self.sc.cancel_at
+            if cancel_at is not None and abs(w.t - cancel_at) <= EPS and w.result != ("cancel",):
+                # The race ended in the instant of the caller's cancellation: the
+                # cancellation may still reach the task before it resumes.
+                w2 = copy.copy(w)
+                w2.result = ("cancel",)
+                ended |= {self._outcome(w2)}
+            return ended
         key = w.key()
         cached = self.memo.get(key)
         if cached is not None:
@@ -292,6 +308,12 @@ class Model:
     ) -> tuple[float, str, int] | None:
         """A failure of a non-latest attempt that commutes with everything at this instant."""
         latest = len(w.starts) - 1
+        if self.sc.max_in_flight is not None and (
+            any(e[1] in ("due", "add") for e in simultaneous) or (self.sc.delay == 0 and w.queue)
+        ):
+            # max_in_flight: a start at this instant may drop that attempt first, or
+            # (delay 0) that failure frees the slot a waiting start needs.
+            return None
         for event in simultaneous:
             _, kind, a = event
             if kind not in ("done", "timeout") or a == latest or len(w.pending) < 2:
@@ -334,7 +356,16 @@ class Model:
     # -- the rules ---------------------------------------------------------------
 
     def _start_due(self, w: _World) -> None:
+        cap = self.sc.max_in_flight
         while w.result is None and w.fired and w.queue:
+            if cap is not None and len(w.pending) >= cap:
+                if self.sc.delay == 0:
+                    return  # all at once: the start waits for a failure to free a slot
+                oldest = min(w.pending)  # dropped to make room, in this instant
+                w.pending = w.pending - {oldest}
+                w.errors = (*w.errors, (oldest, DROPPED_SIG))
+                w.ends = (*w.ends, (oldest, w.t))
+                continue
             addr, w.queue = w.queue[0], w.queue[1:]
             a = len(w.starts)
             w.starts = (*w.starts, (addr, w.t))
@@ -370,6 +401,8 @@ class Model:
         if a == len(w.starts) - 1:
             w.due, w.fired = w.t, True
             self._start_due(w)
+        elif self.sc.delay == 0:
+            self._start_due(w)  # a start that waited for a slot (max_in_flight)
 
     def _check_all_failed(self, w: _World) -> None:
         if w.result is None and not w.pending and not w.queue and not w.feeding:
@@ -456,6 +489,7 @@ def generate(seed: int) -> Scenario:
         modes = ["ok", "ok", "ok", "bind", "missing"]
         sc.local = {V6: rng.choice(modes), V4: rng.choice(modes)}
     sc.all_errors = rng.random() < 0.15
+    sc.max_in_flight = rng.choice([6, 6, None, 1, 2, 3])
     if rng.random() < 0.3:
         _split_into_batches(rng, sc)
     if rng.random() < 0.25:

@@ -147,6 +147,7 @@ async def run_real(sc: Scenario, path: Path) -> Observed:
             local_addr_infos=local,
             socket_factory=factory,
             attempt_timeout=sc.attempt_timeout,
+            max_in_flight=sc.max_in_flight,
         )
         race.keep_feeding()
         race.add([addr_info(a) for a in sc.addrs])
@@ -166,6 +167,7 @@ async def run_real(sc: Scenario, path: Path) -> Observed:
             socket_factory=factory,
             attempt_timeout=sc.attempt_timeout,
             all_errors=sc.all_errors,
+            max_in_flight=sc.max_in_flight,
         )
     task = loop.create_task(coro)
     if sc.cancel_at is not None:

@@ -17,10 +17,12 @@ import pytest
 from happydial import _schedule
 from happydial._schedule import (
     DONE,
+    DROP,
     DUE,
     FAILED,
     FATAL,
     FINISHED,
+    FULL,
     IDLE,
     IGNORED,
     NEED_ITEMS,
@@ -360,3 +362,91 @@ def test_scenarios_on_a_simulated_clock(row: Row) -> None:
     assert (schedule.started[schedule.winner] if schedule.winner is not None else None) == (
         row.winner
     )
+
+
+# -- limits: max_in_flight and the overall deadline ----------------------------------
+
+
+def capped(delay: float | None, cap: int, items: tuple[str, ...]) -> Schedule[str]:
+    schedule: Schedule[str] = Schedule(delay, connection_errors, max_in_flight=cap)
+    schedule.add(items)
+    schedule.start()
+    return schedule
+
+
+def test_the_cap_asks_to_drop_the_oldest_before_a_launch() -> None:
+    schedule = capped(0.25, 2, ("a", "b", "c", "d"))
+    launch(schedule, 0.0)
+    schedule.delay_elapsed()
+    launch(schedule, 0.25)
+    schedule.delay_elapsed()
+    assert schedule.pending == {0, 1}
+    # The third start is due with two in flight: drop the oldest first.
+    assert schedule.step() is DROP
+    assert schedule.dropping == 0
+    assert schedule.step() is DROP  # asking again changes nothing until it is reported
+    assert schedule.failed(0, TimeoutError("dropped")) is FAILED
+    assert (schedule.phase, schedule.pending) == (DUE, {1})
+    assert launch(schedule, 0.5) == (2, "c")
+    assert schedule.errors[0] is not None
+
+
+def test_with_a_cap_of_one_the_dropped_attempt_is_the_latest() -> None:
+    schedule = capped(0.25, 1, ("a", "b"))
+    launch(schedule, 0.0)
+    schedule.delay_elapsed()
+    assert schedule.step() is DROP
+    assert schedule.dropping == 0
+    schedule.failed(0, TimeoutError("dropped"))
+    assert schedule.phase is DUE
+    assert launch(schedule, 0.25) == (1, "b")
+
+
+def test_with_delay_zero_the_cap_waits_for_a_slot() -> None:
+    schedule = capped(0, 2, ("a", "b", "c", "d"))
+    launch(schedule, 0.0)
+    launch(schedule, 0.0)
+    assert schedule.step() is WAIT
+    assert schedule.phase is FULL
+    schedule.add(["e"])
+    assert schedule.phase is FULL  # more items do not make room
+    # An older attempt failing frees a slot: the next starts at once.
+    assert schedule.failed(0, OSError("refused")) is FAILED
+    assert schedule.phase is DUE
+    assert launch(schedule, 0.1) == (2, "c")
+
+
+def test_a_win_while_full_ends_the_race() -> None:
+    schedule = capped(0, 1, ("a", "b"))
+    launch(schedule, 0.0)
+    assert schedule.step() is WAIT
+    assert schedule.succeeded(0)
+    assert schedule.step() is FINISHED
+
+
+def test_no_cap_never_drops() -> None:
+    schedule = capped(0.25, 10, tuple("abcdefghij"))
+    for i in range(10):
+        launch(schedule, i * 0.25)
+        schedule.delay_elapsed()
+    assert schedule.pending == set(range(10))
+
+
+def test_expire_ends_the_race_and_keeps_the_pending_for_the_driver() -> None:
+    schedule = capped(0.25, 6, ("a", "b", "c"))
+    launch(schedule, 0.0)
+    schedule.delay_elapsed()
+    launch(schedule, 0.25)
+    schedule.expire()
+    assert (schedule.phase, schedule.expired, schedule.next_at) == (DONE, True, None)
+    assert schedule.pending == {0, 1}  # the driver aborts them and names them
+    assert schedule.step() is FINISHED
+    assert schedule.failed(0, OSError("late")) is IGNORED
+
+
+def test_expire_after_the_end_changes_nothing() -> None:
+    schedule = capped(0.25, 6, ("a",))
+    launch(schedule, 0.0)
+    assert schedule.succeeded(0)
+    schedule.expire()
+    assert (schedule.expired, schedule.winner) == (False, 0)

@@ -40,6 +40,7 @@ from ._addresses import (
     normalise,
 )
 from ._dns64 import Nat64Discovery
+from ._errors import deadline_error, format_sockaddr
 from ._history import AddressHistory
 from ._ipv6only import LastResort, Synthesis, check_nat64_options, explain
 from ._racer import ConnectRace, apply_history, check_ip_literals
@@ -55,10 +56,12 @@ from ._sockets import being_cancelled
 from ._sources import bound_sources, default_source_cache
 from ._trace import TraceType
 from ._validate import (
+    DEFAULT_MAX_IN_FLIGHT,
     check_callable,
     check_count,
     check_delay,
     check_host_port,
+    check_limits,
     is_int,
 )
 
@@ -418,6 +421,8 @@ async def connect(
     sources: SourcesType | None = None,
     nat64: Nat64Discovery | bool = True,
     last_resort_delay: float = 2.0,
+    max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
+    timeout: float | None = None,  # noqa: ASYNC109 - the race must know it: see Raises
 ) -> socket.socket:
     """Connect to *host*, resolving IPv6 and IPv4 in parallel (RFC 8305).
 
@@ -454,11 +459,17 @@ async def connect(
         last_resort_delay: How long the IPv6 addresses synthesised from A answers
             wait behind the native IPv6 ones (RFC 8305 section 7.2's Last Resort Local
             Synthesis Delay, 2 s); none wait when the name has no AAAA answer.
+        max_in_flight: As for :func:`happydial.start_connection` (6; ``None``: no cap).
+        timeout: An overall deadline in seconds for the whole call: the lookups and
+            every attempt (*attempt_timeout* bounds each attempt, and
+            *happy_eyeballs_delay* paces their starts). ``None`` (the default): none.
 
     Returns:
         A connected, non-blocking socket, owned by the caller.
 
     Raises:
+        TimeoutError: *timeout* passed. Its ``__cause__`` groups every lookup and
+            attempt that had failed or was still pending, each naming what it was.
         socket.gaierror: No lookup produced an address; its ``__cause__`` groups the
             lookup errors of both families.
         OSError: Every connection attempt failed (see :func:`happydial.start_connection`).
@@ -466,13 +477,10 @@ async def connect(
         ValueError: An argument has a bad value.
     """
     check_host_port(host, port)
-    if not is_int(family):
-        raise TypeError(f"family must be an int (AF_UNSPEC, AF_INET or AF_INET6), got {family!r}")
-    if family not in _FAMILIES:
-        raise ValueError(f"family must be AF_UNSPEC, AF_INET or AF_INET6, got {family!r}")
+    families = _families(family)
     delay = check_delay(happy_eyeballs_delay, "happy_eyeballs_delay", allow_zero=True)
     res_delay = check_delay(resolution_delay, "resolution_delay", allow_zero=True)
-    timeout = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
+    per_attempt = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
     count = check_count(first_address_family_count, "first_address_family_count")
     local = _local_addr_infos(local_addr)
     check_callable(socket_factory, "socket_factory")
@@ -482,16 +490,21 @@ async def connect(
         raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
     source_of = _sources_for(sources, local)
     nat64_use = check_nat64_options(nat64, last_resort_delay, family)
+    cap, deadline = check_limits(max_in_flight, timeout)
     loop = asyncio.get_running_loop()
     race = ConnectRace(
         loop,
         delay,
         local_addr_infos=local,
         socket_factory=socket_factory,
-        attempt_timeout=timeout,
+        attempt_timeout=per_attempt,
         trace=trace,
         history=history,
+        max_in_flight=cap,
+        timeout=deadline,
     )
+    if deadline is not None:
+        race.target = f" to {format_sockaddr((host, port))}"
     resolve = resolver or getaddrinfo_resolver
     # RFC 8305 section 7: IPv4 with no IPv4 path goes through NAT64 (see _ipv6only).
     synthesis = None if nat64_use is None else Synthesis(race, nat64_use, resolve, source_of)
@@ -500,7 +513,6 @@ async def connect(
         if family != socket.AF_UNSPEC and literal[0][0] != family:
             raise ValueError(f"host {host!r} is not an address of family {family!r}")
         return await _connect_literal(race, literal, synthesis, all_errors=all_errors)
-    families = _FAMILIES[family]
     feeder = _Feeder(race, host, families, res_delay or 0.0, count, source_of)
     if synthesis is not None:
         feeder.last_resort = LastResort(feeder, synthesis)
@@ -519,9 +531,9 @@ async def connect(
         sock, _ = await race.connect(all_errors=all_errors)
     except (OSError, ExceptionGroup) as exc:  # a group (all_errors=True) means attempts
         explain(synthesis, exc)
-        if race.started:
+        error = _failure(exc, host, families, feeder)
+        if error is None:
             raise
-        error = _resolution_error(host, families, feeder.errors)
         raise error from error.__cause__
     finally:
         feeder.close()  # awaits nothing: see _Feeder.close
@@ -556,6 +568,42 @@ async def _connect_literal(
         explain(synthesis, exc)
         raise
     return sock
+
+
+def _families(family: object) -> list[int]:
+    """The families to look up for *family* (checked)."""
+    if not is_int(family):
+        raise TypeError(f"family must be an int (AF_UNSPEC, AF_INET or AF_INET6), got {family!r}")
+    if family not in _FAMILIES:
+        raise ValueError(f"family must be AF_UNSPEC, AF_INET or AF_INET6, got {family!r}")
+    return _FAMILIES[family]
+
+
+def _failure(
+    error: BaseException, host: str, families: list[int], feeder: _Feeder
+) -> OSError | None:
+    """What a failed race of a host name raises, when not the race's own *error*."""
+    if feeder.race.schedule.expired:
+        return _deadline_with_lookups(error, host, feeder)
+    if feeder.race.started:
+        return None
+    return _resolution_error(host, families, feeder.errors)
+
+
+def _deadline_with_lookups(error: BaseException, host: str, feeder: _Feeder) -> TimeoutError:
+    """The race's deadline error, with what each lookup did in its cause too."""
+    lookups: list[Exception] = [feeder.errors[f] for f in _RECORD if f in feeder.errors]
+    lookups += [
+        TimeoutError(f"the {_RECORD[f]} lookup of {host!r} had not answered")
+        for f in _RECORD
+        if f in feeder.waiting
+    ]
+    group = error.__cause__
+    attempts = list(group.exceptions) if isinstance(group, ExceptionGroup) else []
+    raced = deadline_error(feeder.race.timeout, attempts, feeder.race.target)  # type: ignore[arg-type]
+    if lookups:
+        raced.__cause__ = ExceptionGroup("what was still pending or had failed", lookups + attempts)
+    return raced
 
 
 def _resolution_error(

@@ -12,6 +12,10 @@ What lives here and not in the schedule, because it is about the loop:
 * **One delay timer**, armed two loop iterations late (:meth:`LoopRace._arm_delay`),
   so that fast races never create a ``TimerHandle``.
 * **Attempt timeouts**, one ``TimerHandle`` per attempt while it is pending.
+* **The overall deadline**, one ``TimerHandle`` per race that has one: when it fires,
+  the schedule expires and the pending attempts are aborted.
+* **Dropped attempts**: when the schedule asks to drop the oldest attempt to keep
+  ``max_in_flight``, it is aborted and reported failed with a ``TimeoutError``.
 * **Outcomes reported while an attempt is being launched** (a connect that fails at
   once, a trace hook that raises, a task that runs eagerly): queued, and handed to
   the schedule once the attempt is registered and its delay is known, so that an
@@ -29,7 +33,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from ._schedule import FAILED, IDLE, IGNORED, NEED_ITEMS, WAIT, Schedule
+from ._schedule import DROP, FAILED, IDLE, IGNORED, NEED_ITEMS, WAIT, Schedule
 from ._sockets import Attempt
 
 __all__ = ["LoopRace"]
@@ -49,6 +53,7 @@ class LoopRace(Generic[ItemT]):
         "_aborted",
         "_attempts",
         "_busy",
+        "_deadline_timer",
         "_deferred",
         "_done",
         "_finished",
@@ -58,6 +63,7 @@ class LoopRace(Generic[ItemT]):
         "_timer",
         "_timer_at",
         "attempt_timeout",
+        "deadline",
         "errors",
         "loop",
         "schedule",
@@ -70,10 +76,13 @@ class LoopRace(Generic[ItemT]):
         loop: asyncio.AbstractEventLoop,
         schedule: Schedule[ItemT],
         attempt_timeout: float | None,
+        deadline: float | None = None,
     ) -> None:
         self.loop = loop
         self.schedule = schedule
         self.attempt_timeout = attempt_timeout
+        self.deadline = deadline  # the loop time at which the race expires, if any
+        self._deadline_timer: asyncio.TimerHandle | None = None
         # The schedule never rebinds these lists: read them here without a hop.
         self.started = schedule.started
         self.errors = schedule.errors
@@ -208,6 +217,8 @@ class LoopRace(Generic[ItemT]):
                     return
                 elif step is NEED_ITEMS:
                     self.need_items()  # it may add items or stop feeding: ask again
+                elif step is DROP:
+                    self._drop(schedule.dropping)  # type: ignore[arg-type]
                 else:
                     self._finish()
                     return
@@ -270,9 +281,29 @@ class LoopRace(Generic[ItemT]):
         self.schedule.delay_elapsed()
         self._pump()
 
+    def _on_deadline(self) -> None:
+        self._deadline_timer = None
+        self.schedule.expire()
+        self._pump()
+
     def _on_attempt_timeout(self, index: int) -> None:
         self._timeouts.pop(index)
         # The timer is cancelled when the attempt reports, so it is still in flight.
+        self._stop(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
+
+    def _drop(self, index: int) -> None:
+        """Abort the oldest pending attempt to keep ``max_in_flight`` (the schedule's DROP)."""
+        cap = self.schedule.max_in_flight
+        self._stop(
+            index,
+            TimeoutError(
+                f"no answer before the next attempt was due; abandoned to keep at most"
+                f" {cap} attempts in flight (max_in_flight)"
+            ),
+        )
+
+    def _stop(self, index: int, error: BaseException) -> None:
+        """Abort pending attempt *index* and report it failed with *error*."""
         task = self._abort(self._attempts.pop(index))
         if task is not None:
             # What the attempt holds is released only once its task has ended: on a
@@ -281,7 +312,7 @@ class LoopRace(Generic[ItemT]):
             if self._busy is None:
                 self._busy = {}
             self._busy[index] = task
-        self.report(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
+        self.report(index, error)
 
     def _settle(self, index: int) -> None:
         """Attempt *index* reported: forget it and its timeout."""
@@ -315,6 +346,9 @@ class LoopRace(Generic[ItemT]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         for handle in self._timeouts.values():
             handle.cancel()
         self._timeouts.clear()
@@ -341,6 +375,8 @@ class LoopRace(Generic[ItemT]):
             BaseException: A programming error raised by an attempt.
         """
         self.schedule.start()
+        if self.deadline is not None:
+            self._deadline_timer = self.loop.call_at(self.deadline, self._on_deadline)
         self._pump()
         try:
             await self._done

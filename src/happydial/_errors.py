@@ -24,6 +24,7 @@ from ._addresses import AddrInfoType
 
 __all__ = [
     "aggregate_errors",
+    "deadline_error",
     "failed_addr_infos",
     "format_sockaddr",
     "no_local_address_error",
@@ -107,6 +108,27 @@ def aggregate_errors(errors: list[Exception], *, all_errors: bool) -> Exception:
             result = OSError(message)
     result.__cause__ = group
     return result
+
+
+def deadline_error(timeout: float, errors: list[Exception], what: str = "") -> TimeoutError:
+    """The error for a call whose overall deadline (``timeout=``) passed.
+
+    A :class:`TimeoutError`, whatever ``all_errors`` says: the caller asked for a
+    bound on the whole call, and ``except TimeoutError`` is how one handles that.
+    Its ``__cause__`` groups every attempt's (and lookup's) error, each naming its
+    address, the ones still connecting when the deadline passed included.
+
+    Args:
+        timeout: The deadline, in seconds from the call's start.
+        errors: What failed, in order (may be empty: nothing was tried).
+        what: What was being connected to (``" to example.org:443"``), if known.
+    """
+    tried = sum(1 for e in errors if hasattr(e, _ADDR_INFO_ATTRIBUTE))
+    counted = f"{tried} attempt{'' if tried == 1 else 's'}"
+    error = TimeoutError(f"no connection{what} within {timeout:g} s ({counted})")
+    if errors:
+        error.__cause__ = ExceptionGroup("what was still pending or had failed", errors)
+    return error
 
 
 _OSERROR_FIELDS = ("errno", "strerror", "filename", "filename2")

@@ -40,7 +40,7 @@ from ._addresses import (
     interleave_families,
 )
 from ._driver import LoopRace
-from ._errors import aggregate_errors, tag_error
+from ._errors import aggregate_errors, deadline_error, tag_error
 from ._history import AddressHistory, failure_kind, sort_by_history
 from ._schedule import Schedule
 from ._sockets import (
@@ -51,7 +51,7 @@ from ._sockets import (
     uses_writer_callbacks,
 )
 from ._trace import TraceType
-from ._validate import check_loop, check_start_options
+from ._validate import DEFAULT_MAX_IN_FLIGHT, check_limits, check_loop, check_start_options
 
 __all__ = ["ConnectRace", "apply_history", "check_ip_literals", "start_connection"]
 
@@ -100,6 +100,8 @@ class ConnectRace(LoopRace[AddrInfoType]):
         "socket_factory",
         "sockets",
         "start_times",
+        "target",
+        "timeout",
         "trace",
         "writer_callbacks",
     )
@@ -114,11 +116,18 @@ class ConnectRace(LoopRace[AddrInfoType]):
         attempt_timeout: float | None = None,
         trace: TraceType | None = None,
         history: AddressHistory | None = None,
+        max_in_flight: int | None = None,
+        timeout: float | None = None,
     ) -> None:
         # The adaptive delay is a policy of the schedule only when there is a
         # history to adapt from: without one, the schedule does not call out.
         delay_after = self.delay_after if history is not None else None
-        super().__init__(loop, Schedule(delay, is_failure, delay_after), attempt_timeout)
+        schedule = Schedule(delay, is_failure, delay_after, max_in_flight)
+        # The deadline counts from now: the call's start, lookups included.
+        deadline = None if timeout is None else loop.time() + timeout
+        super().__init__(loop, schedule, attempt_timeout, deadline)
+        self.timeout = timeout
+        self.target = ""  # " to host:port", for the deadline's message (the host-name layer)
         self.delay = delay
         self.local_addr_infos = local_addr_infos
         self.socket_factory = socket_factory
@@ -169,6 +178,13 @@ class ConnectRace(LoopRace[AddrInfoType]):
 
     def on_abort(self, index: int) -> None:
         """Trace an attempt stopped because the race ended; record it if it was overtaken."""
+        if self.schedule.expired:
+            # Still connecting when the overall deadline passed: this attempt failed by
+            # it, and the error raised names it with the others.
+            error = TimeoutError(f"still connecting when the {self.timeout} s deadline passed")
+            self.errors[index] = error
+            self.on_failure(index, error)
+            return
         winner = self.schedule.winner
         if self.history is not None and winner is not None and index < winner:
             # Started before the winner and still pending when the winner connected:
@@ -225,9 +241,11 @@ class ConnectRace(LoopRace[AddrInfoType]):
         if winner is None or sock is None:
             errors = [e for e in self.errors if isinstance(e, Exception)]
             self.forget_errors()
-            if not errors:
-                raise OSError("no addresses to connect to")
             try:
+                if self.schedule.expired:
+                    raise deadline_error(self.timeout, errors, self.target)  # type: ignore[arg-type]
+                if not errors:
+                    raise OSError("no addresses to connect to")
                 raise aggregate_errors(errors, all_errors=all_errors)
             finally:
                 # On 3.12+, an attempt's error holds its frames up to run() and this
@@ -269,6 +287,8 @@ async def start_connection(
     all_errors: bool = False,
     trace: TraceType | None = None,
     history: AddressHistory | None = None,
+    max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
+    timeout: float | None = None,  # noqa: ASYNC109 - the race must know it: see Raises
 ) -> socket.socket:
     """Connect to the first address that answers, Happy Eyeballs style (RFC 8305).
 
@@ -301,11 +321,21 @@ async def start_connection(
             what worked before and to pace attempts by measured connect times; the
             outcome of this call is recorded in it. ``None`` (the default, as
             upstream): stateless.
+        max_in_flight: At most this many attempts in flight at once (6, as curl). When
+            the next start is due and that many are in flight, the oldest is dropped:
+            it fails with :class:`TimeoutError`. With a delay of 0, the next start
+            waits for a slot instead. ``None``: no cap.
+        timeout: An overall deadline in seconds for the whole call, all attempts
+            included (unlike *attempt_timeout*, which bounds each one). ``None``
+            (the default): none.
 
     Returns:
         The connected socket.
 
     Raises:
+        TimeoutError: *timeout* passed (whatever *all_errors* says). Its
+            ``__cause__`` groups every attempt's error, those still connecting then
+            included, each naming its address.
         OSError: Every attempt failed. Its ``__cause__`` is an :class:`ExceptionGroup`
             of each attempt's error, each naming its address (see
             :func:`happydial.failed_addr_infos`).
@@ -322,9 +352,10 @@ async def start_connection(
     if local_addr_infos is not None:
         local = check_addr_infos(local_addr_infos, "local_addr_infos")
         check_ip_literals(local, "local_addr_infos")
-    delay, timeout, count = check_start_options(
+    delay, per_attempt, count = check_start_options(
         happy_eyeballs_delay, attempt_timeout, interleave, socket_factory, trace
     )
+    cap, deadline = check_limits(max_in_flight, timeout)
     running = check_loop(loop)
     if count is None and delay is not None:
         count = 1  # CPython's default: Happy Eyeballs on means interleaving on
@@ -337,9 +368,11 @@ async def start_connection(
         delay,
         local_addr_infos=local,
         socket_factory=socket_factory,
-        attempt_timeout=timeout,
+        attempt_timeout=per_attempt,
         trace=trace,
         history=history,
+        max_in_flight=cap,
+        timeout=deadline,
     )
     race.add(entries)
     sock, _ = await race.connect(all_errors=bool(all_errors))

@@ -20,6 +20,14 @@ The rules:
   queue is empty starts when one arrives.
 * The first success wins. An error the failure policy does not accept (a programming
   error) ends the race at once; the driver re-raises it.
+* ``max_in_flight``: when a start is due and that many attempts are in flight, the
+  oldest is dropped (the driver aborts it and reports it failed) to make room, as
+  curl 8.20 does: an attempt that has outlived every delay since is the least likely
+  to answer, and waiting for it would stall the race behind black holes. With
+  ``delay=0`` (everything at once) there is no "oldest by a delay": the start waits
+  for a slot (FULL) until an attempt fails.
+* An overall deadline (:meth:`Schedule.expire`) ends the race; the pending attempts
+  are the driver's to abort, and their failures are the deadline's.
 * The race is over when it has a winner or a bug, or when nothing is pending, nothing
   is queued and no more items may come.
 
@@ -30,14 +38,14 @@ Phases (h11 style: one name, not a combination of booleans)::
                              ^  |  <----------------------------+
                   add (an    |  | queue empty, more may come    |
                   item came) |  v                               | a win, a bug, the caller
-                           STARVED                              | gave up, or nothing left
-                                                                v
-                                                              DONE
+                           STARVED                              | gave up, the deadline,
+                                                                v or nothing left
+              DUE  <--- a failure frees a slot ---  FULL       DONE
+              DUE  --- delay 0 and max_in_flight --->
 
-Where later rules belong: a cap on attempts in flight is one more condition before a
-launch in :meth:`Schedule.step`; an overall deadline is one more input that ends the
-race; a delay policy is the ``delay_after`` policy. Each stays a rule here, with the
-driver unchanged but for arming one more time.
+In DUE with ``max_in_flight`` attempts in flight and a delay, :meth:`Schedule.step`
+asks the driver to drop the oldest (``DROP``, index in ``dropping``) before it
+launches; a delay policy is the ``delay_after`` policy.
 
 Invariants: each attempt is pending from its launch (:meth:`Schedule.step`) until its first
 outcome, and an outcome counts only while its attempt is pending and the race is
@@ -55,10 +63,12 @@ from typing import Generic, TypeVar
 
 __all__ = [
     "DONE",
+    "DROP",
     "DUE",
     "FAILED",
     "FATAL",
     "FINISHED",
+    "FULL",
     "IDLE",
     "IGNORED",
     "NEED_ITEMS",
@@ -81,7 +91,8 @@ class Phase(enum.Enum):
     DUE = "due"  # an attempt should start now
     STARVED = "starved"  # an attempt is due, but the queue is empty and more may come
     STAGGERING = "staggering"  # attempts in flight; the next at next_at or on a failure
-    DONE = "done"  # a winner, a bug, or nothing left to try
+    FULL = "full"  # a start is due, but max_in_flight attempts are in flight (delay 0)
+    DONE = "done"  # a winner, a bug, the deadline, or nothing left to try
 
 
 class Step(enum.Enum):
@@ -90,12 +101,13 @@ class Step(enum.Enum):
     WAIT = "wait"  # until an outcome, an item, or next_at (when set)
     NEED_ITEMS = "need items"  # a start is due and the queue is empty: add or stop_feeding
     FINISHED = "finished"  # DONE: abort what is pending, hand over the result
+    DROP = "drop"  # abort attempt `dropping` and report it failed: max_in_flight is reached
 
 
 # Module constants, not ``Phase.DUE``: on Python 3.11 an enum member looked up on its
 # class costs about 0.25 us, and a race does a dozen such lookups (see bench/).
-IDLE, DUE, STARVED, STAGGERING, DONE = Phase
-WAIT, NEED_ITEMS, FINISHED = Step
+IDLE, DUE, STARVED, STAGGERING, FULL, DONE = Phase
+WAIT, NEED_ITEMS, FINISHED, DROP = Step
 
 
 class Verdict(enum.Enum):
@@ -119,6 +131,7 @@ class Schedule(Generic[ItemT]):
         delay_after: The delay after attempt ``(item, index)`` started, when it is
             not always *delay* (adaptive from history). Called only when *delay*
             is set and another attempt may follow.
+        max_in_flight: At most this many attempts pending at once; ``None``: no cap.
     """
 
     # Slots: a race is made per connection (see bench/).
@@ -126,10 +139,13 @@ class Schedule(Generic[ItemT]):
         "bug",
         "delay",
         "delay_after",
+        "dropping",
         "errors",
+        "expired",
         "feeding",
         "is_failure",
         "items",
+        "max_in_flight",
         "next_at",
         "pending",
         "phase",
@@ -142,10 +158,14 @@ class Schedule(Generic[ItemT]):
         delay: float | None,
         is_failure: Callable[[BaseException], bool],
         delay_after: Callable[[ItemT, int], float] | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         self.delay = delay
         self.is_failure = is_failure
         self.delay_after = delay_after
+        self.max_in_flight = max_in_flight
+        self.dropping: int | None = None  # the attempt a DROP step asks to abort
+        self.expired = False  # the overall deadline ended the race
         self.phase = IDLE
         self.items: deque[ItemT] = deque()  # queued, not started
         self.started: list[ItemT] = []  # attempt index -> item
@@ -224,7 +244,8 @@ class Schedule(Generic[ItemT]):
             self.crash(error)
             return FATAL
         self.errors[index] = error
-        if index == len(self.started) - 1:  # the most recently started one
+        if index == len(self.started) - 1 or self.phase is FULL:
+            # The most recently started one failed (section 5), or a slot is free.
             self.next_at = None
             self.phase = DUE
         else:
@@ -244,6 +265,12 @@ class Schedule(Generic[ItemT]):
         """The caller gave up (cancelled): DONE, whatever is pending."""
         self._done()
 
+    def expire(self) -> None:
+        """The overall deadline passed: DONE, and the pending attempts failed by it."""
+        if self.phase is not DONE:
+            self.expired = True
+            self._done()
+
     # -- output --------------------------------------------------------------
 
     def step(self) -> int | Step:
@@ -253,11 +280,19 @@ class Schedule(Generic[ItemT]):
         now, and the driver calls :meth:`launched` once it has started it (an int,
         not an object: this runs for every attempt of every race, see bench/).
         ``WAIT``: an outcome, :meth:`add`, or (with ``next_at`` set)
-        :meth:`delay_elapsed` comes next.
+        :meth:`delay_elapsed` comes next. ``DROP``: abort attempt ``dropping``
+        and report it failed (:meth:`failed`), then ask again.
         """
         phase = self.phase
         if phase is DUE:
             if self.items:
+                cap = self.max_in_flight
+                if cap is not None and len(self.pending) >= cap:
+                    if self.delay == 0:
+                        self.phase = FULL  # everything at once: wait for a slot
+                        return WAIT
+                    self.dropping = min(self.pending)  # the oldest: see the module's rules
+                    return DROP
                 item = self.items.popleft()
                 index = len(self.started)
                 self.started.append(item)

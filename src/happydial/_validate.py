@@ -18,6 +18,7 @@ __all__ = [
     "check_delay",
     "check_host_port",
     "check_interleave",
+    "check_limits",
     "check_loop",
     "check_seconds",
     "check_start_options",
@@ -93,6 +94,20 @@ def check_loop(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventL
     if loop is not None and loop is not running:
         raise ValueError(f"loop must be the running event loop, got {loop!r}")
     return running
+
+
+# RFC 8305 leaves the number of attempts in flight open; curl 8.20 caps it at 6.
+# With the 250 ms delay, a 7th attempt is due 1.5 s into a race none has answered.
+DEFAULT_MAX_IN_FLIGHT = 6
+
+
+def check_limits(max_in_flight: object, timeout: object) -> tuple[int | None, float | None]:
+    """``max_in_flight`` (``None`` or at least 1) and the overall ``timeout``."""
+    if max_in_flight is not None:
+        max_in_flight = check_count(max_in_flight, "max_in_flight")
+    if timeout is not None:
+        timeout = check_delay(timeout, "timeout", allow_zero=False)
+    return max_in_flight, timeout
 
 
 def check_start_options(
