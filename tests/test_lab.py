@@ -507,6 +507,49 @@ def test_history_path_that_never_worked_is_retried_after_cooldown(lab: Lab, loop
     assert reordered(cooled) is None, show(cooled)
 
 
+# -- limits (issue 16): the attempt cap and the overall deadline, with real sockets ------------
+
+
+def in_flight_peak(report: dict[str, Any]) -> int:
+    """The most attempts in flight at once, from the call's trace events."""
+    peak = current = 0
+    for event in report["events"]:
+        if event["type"] == "AttemptStarted":
+            current += 1
+            peak = max(peak, current)
+        elif event["type"] in ("AttemptFailed", "AttemptSucceeded", "AttemptCancelled"):
+            current -= 1
+    return peak
+
+
+def test_cap_twenty_black_holes_never_more_than_n_sockets(lab: Lab, loop_name: str) -> None:
+    # 20 black-holed IPv4 addresses, then a live one, 50 ms apart: with the default cap
+    # (6), the oldest is dropped as each new one starts, so never more than 6 are open.
+    dead, (live,) = lab.allocate(v4=20)[1], lab.allocate(v4=1)[1]
+    lab.configure(rules={**dict.fromkeys(dead, DEAD), live: FAST}, live=[live])
+    step = connection([*dead, live], happy_eyeballs_delay=0.05)
+    (report,) = run_sequence(lab, loop_name, [step])
+    assert_won(report, live, 20 * 0.05 + RTT)
+    assert in_flight_peak(report) == 6, show(report)
+    failed = [e for e in report["events"] if e["type"] == "AttemptFailed"]
+    assert [e["address"] for e in failed] == dead[:15], show(report)  # dropped, oldest first
+
+
+def test_deadline_eight_black_holes_fail_on_time_naming_each(lab: Lab, loop_name: str) -> None:
+    # RFC 8305 leaves the overall bound to the caller: 8 black holes and a 2 s deadline
+    # fail at 2 s (+- 20 ms), with every attempt's error, not after 8 connect timeouts.
+    _, dead = lab.allocate(v4=8)
+    lab.configure(rules=dict.fromkeys(dead, DEAD))
+    report = start_connection(lab, loop_name, dead, kwargs={"timeout": 2.0})
+    error = report["error"]
+    assert error is not None, show(report)
+    assert error["type"] == "TimeoutError", show(report)
+    assert error["message"] == "no connection within 2 s (8 attempts)", show(report)
+    assert [address for address, _ in error["failed"]] == dead, show(report)
+    assert 2.0 - EARLY <= report["elapsed"] <= 2.02, show(report)
+    assert_no_leak(report)
+
+
 # -- the optional resolvers (issue 13): host-name scenarios with aiodns and dnspython ---------
 #
 # The same situations as above, with happydial.AiodnsResolver and happydial.DnspythonResolver
