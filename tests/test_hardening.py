@@ -63,6 +63,10 @@ def _calls(port: int) -> dict[str, Callable[[], Awaitable[object]]]:
 
     return {
         "connect": lambda: connect("h.test", port, resolver=plain),
+        # The same with the limits armed: a deadline timer and the cap's checks.
+        "connect-limits": lambda: connect(
+            "h.test", port, resolver=plain, timeout=30.0, max_in_flight=1
+        ),
         "open_connection": lambda: happydial.open_connection("h.test", port, resolver=plain),
         "create_connection": lambda: happydial.create_connection(
             asyncio.Protocol, "h.test", port, resolver=plain
@@ -82,7 +86,9 @@ async def _release(result: object) -> None:
         await asyncio.sleep(0)
 
 
-@pytest.mark.parametrize("entry", ["connect", "open_connection", "create_connection"])
+@pytest.mark.parametrize(
+    "entry", ["connect", "connect-limits", "open_connection", "create_connection"]
+)
 def test_a_cancellation_at_any_iteration_leaks_nothing(
     run: Runner[Any], entry: str, no_fd_leak: None
 ) -> None:

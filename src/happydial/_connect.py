@@ -85,6 +85,23 @@ def _literal_addr_infos(host: str, port: int) -> list[AddrInfoType] | None:
 class _Feeder:
     """Feeds a race with lookup answers, by the rules of RFC 8305 sections 3 and 4."""
 
+    # Slots: one feeder per connect() of a host name (see bench/, section 5).
+    __slots__ = (
+        "closed",
+        "count",
+        "errors",
+        "held",
+        "host",
+        "last_resort",
+        "lookups",
+        "race",
+        "resolution_delay",
+        "seen",
+        "sources",
+        "timer",
+        "waiting",
+    )
+
     def __init__(
         self,
         race: ConnectRace,
