@@ -551,6 +551,7 @@ async def consume(result: Any) -> None:
         result.close()
 
 
+caps = st.one_of(st.none(), st.integers(1, 8), st.integers(-1, 3), scalars)
 START_KW = {
     "local_addr_infos": st.one_of(st.none(), st.none(), addr_info_lists),
     "happy_eyeballs_delay": delays,
@@ -558,6 +559,8 @@ START_KW = {
     "attempt_timeout": delays,
     "all_errors": st.one_of(st.booleans(), st.booleans(), scalars),
     "loop": st.one_of(st.none(), st.none(), st.none(), scalars),
+    "max_in_flight": caps,
+    "timeout": delays,
 }
 
 
@@ -627,6 +630,8 @@ CONNECT_KW = {
     ),
     "attempt_timeout": delays,
     "all_errors": st.booleans(),
+    "max_in_flight": caps,
+    "timeout": delays,
 }
 
 
@@ -681,6 +686,8 @@ WRAPPER_KW = {
     "server_hostname": st.one_of(st.none(), scalars),
     "happy_eyeballs_delay": delays,
     "attempt_timeout": delays,
+    "max_in_flight": caps,
+    "timeout": delays,
 }
 
 
