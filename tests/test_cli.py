@@ -190,7 +190,7 @@ def test_documented_invocation(argv: list[str], status: int, expected: list[str]
         ),
         (
             ["::1", "80", "--timeout", "0"],
-            "argument --timeout: must be a number of seconds, more than 0, got '0'",
+            "argument --deadline/--timeout: must be a number of seconds, more than 0, got '0'",
         ),
         (
             ["::1", "80", "--family", "4"],
@@ -349,14 +349,52 @@ def test_connection_failure_on_real_sockets(refused_port: int) -> None:
 
 
 def test_timeout_gives_up_with_the_timeline_so_far() -> None:
-    status, output = run_cli(["example.net", "443", "--json", "--timeout", "2.5"])
+    status, output = run_cli(["example.net", "443", "--json", "--deadline", "2.5"])
     assert status == 1
     result = json.loads(output)
     assert result["error"] == "cannot connect to example.net port 443: no connection within 2.5 s"
+    # connect(timeout=2.5): the attempts still connecting then failed by the deadline.
     assert [(e["event"], e["ms"]) for e in result["timeline"]][-2:] == [
-        ("AttemptCancelled", 2500.0),
-        ("AttemptCancelled", 2500.0),
+        ("AttemptFailed", 2500.0),
+        ("AttemptFailed", 2500.0),
     ]
+
+
+def test_timeout_is_the_old_name_of_deadline() -> None:
+    status, output = run_cli(["example.net", "443", "--json", "--timeout", "0.5"])
+    assert status == 1
+    assert json.loads(output)["error"].endswith("no connection within 0.5 s")
+
+
+def test_max_in_flight_caps_the_attempts() -> None:
+    # Two dead addresses and a cap of 1: the first is dropped when the second starts.
+    status, output = run_cli(
+        ["example.net", "443", "--json", "--deadline", "1", "--max-in-flight", "1"]
+    )
+    assert status == 1
+    timeline = [(e["event"], e["ms"]) for e in json.loads(output)["timeline"]]
+    dropped = timeline.index(("AttemptFailed", 259.0))
+    assert timeline[dropped + 1] == ("AttemptStarted", 259.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "0",
+            "argument --max-in-flight: must be a number of attempts, 1 or more, or none, got '0'",
+        ),
+        (
+            "x",
+            "argument --max-in-flight: must be a number of attempts, 1 or more, or none, got 'x'",
+        ),
+    ],
+)
+def test_max_in_flight_refuses_bad_values(value: str, message: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(stdout=out, stderr=err)
+    assert main(["example.net", "443", "--max-in-flight", value], env=env) == 2
+    assert message in err.getvalue()
 
 
 # ---------------------------------------------------------------------------

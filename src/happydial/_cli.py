@@ -32,6 +32,7 @@ from ._connect import connect
 from ._errors import format_sockaddr
 from ._racer import start_connection
 from ._trace import TraceEvent
+from ._validate import DEFAULT_MAX_IN_FLIGHT
 from ._version import __version__
 
 __all__ = ["Environment", "main"]
@@ -223,13 +224,24 @@ def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
     return parse
 
 
+def _cap(text: str) -> int | None:
+    """An argparse type: a count of at least 1, or ``none``."""
+    if text.lower() == "none":
+        return None
+    if text.isascii() and text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(
+        f"must be a number of attempts, 1 or more, or none, got {text!r}"
+    )
+
+
 def _parser(prog: str, out: TextIO) -> _Parser:
     parser = _Parser(
         prog=prog,
         usage=(
             f"{prog} [options] HOST PORT\n"
             f"       {prog} [options] HOST:PORT | [IPV6]:PORT\n"
-            f"       {prog} [--delay S] [--timeout S] [--json] demo"
+            f"       {prog} [--delay S] [--deadline S] [--json] demo"
         ),
         description="Connect to HOST on TCP port PORT the Happy Eyeballs way (RFC 8305):"
         " look up IPv6 and IPv4 in parallel, race the addresses, and print each lookup and"
@@ -250,13 +262,23 @@ def _parser(prog: str, out: TextIO) -> _Parser:
         help=f"seconds between attempt starts (default: {DEFAULT_DELAY:g}; 0: all at once)",
     )
     parser.add_argument(
+        "--deadline",
         "--timeout",
+        dest="timeout",
         metavar="S",
         type=_seconds(allow_zero=False),
         default=None,
         help=f"give up after S seconds, lookups included (default: {DEFAULT_TIMEOUT:g});"
         f" in the demo, how long one-at-a-time waits for the dead address"
         f" (default: {DEMO_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        metavar="N",
+        type=_cap,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        help=f"at most N attempts in flight; the oldest is dropped for the next"
+        f" (default: {DEFAULT_MAX_IN_FLIGHT}; none: no cap)",
     )
     parser.add_argument(
         "--family", choices=["4", "6"], default=None, help="only IPv4 (4) or only IPv6 (6)"
@@ -331,21 +353,22 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
     loop = asyncio.get_running_loop()
     timeline = run.timeline = Timeline(loop.time(), None if args.json else env.stdout)
     limit = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
-    deadline = asyncio.timeout(limit)
+    started = loop.time()
     try:
-        async with deadline:
-            sock = await connect(
-                host,
-                port,
-                family=family,
-                happy_eyeballs_delay=args.delay,
-                trace=timeline,
-                **env.connect_options(),
-            )
+        sock = await connect(
+            host,
+            port,
+            family=family,
+            happy_eyeballs_delay=args.delay,
+            trace=timeline,
+            timeout=limit,
+            max_in_flight=args.max_in_flight,
+            **env.connect_options(),
+        )
     except ValueError as exc:  # connect() checks its arguments first: a bad zone, say
         raise UsageError(str(exc)) from None
     except OSError as exc:
-        if deadline.expired():
+        if isinstance(exc, TimeoutError) and loop.time() - started >= limit:
             error = (
                 f"cannot connect to {_quote(host)} port {port}: no connection within {limit:g} s"
             )

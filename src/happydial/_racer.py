@@ -181,7 +181,7 @@ class ConnectRace(LoopRace[AddrInfoType]):
         if self.schedule.expired:
             # Still connecting when the overall deadline passed: this attempt failed by
             # it, and the error raised names it with the others.
-            error = TimeoutError(f"still connecting when the {self.timeout} s deadline passed")
+            error = TimeoutError(f"still connecting when the {self.timeout:g} s deadline passed")
             self.errors[index] = error
             self.on_failure(index, error)
             return
