@@ -601,3 +601,13 @@ def test_history_events_are_rendered() -> None:
     records = timeline.records()
     assert records[0]["order"] == ["192.0.2.1:80", "[2001:db8::1]:80"]
     assert records[1]["delay_ms"] == 100.0
+
+
+def test_max_in_flight_none_keeps_every_attempt() -> None:
+    status, output = run_cli(
+        ["example.net", "443", "--json", "--deadline", "1", "--max-in-flight", "none"]
+    )
+    assert status == 1
+    timeline = [(e["event"], e["ms"]) for e in json.loads(output)["timeline"]]
+    # Nothing is dropped: every attempt fails at the deadline, none before.
+    assert [ms for event, ms in timeline if event == "AttemptFailed"] == [1000.0, 1000.0]
