@@ -39,6 +39,7 @@ from ._addresses import (
     literal_addr_info,
     normalise,
 )
+from ._delays import DelayPolicy
 from ._dns64 import Nat64Discovery
 from ._history import AddressHistory
 from ._ipv6only import LastResort, Synthesis, check_nat64_options, explain
@@ -55,6 +56,7 @@ from ._sockets import being_cancelled
 from ._sources import bound_sources, default_source_cache
 from ._trace import TraceType
 from ._validate import (
+    check_attempt_delay,
     check_callable,
     check_count,
     check_delay,
@@ -405,7 +407,7 @@ async def connect(
     port: int,
     *,
     family: int = socket.AF_UNSPEC,
-    happy_eyeballs_delay: float | None = 0.25,
+    happy_eyeballs_delay: float | DelayPolicy | None = 0.25,
     first_address_family_count: int = 1,
     resolution_delay: float = 0.05,
     local_addr: tuple[str, int] | tuple[str, int, int, int] | None = None,
@@ -426,7 +428,9 @@ async def connect(
         port: The TCP port.
         family: ``AF_UNSPEC`` (both), ``AF_INET6`` or ``AF_INET`` only.
         happy_eyeballs_delay: Seconds between attempt starts (RFC 8305's Connection
-            Attempt Delay, 250 ms recommended); ``None``: one at a time.
+            Attempt Delay, 250 ms recommended); ``None``: one at a time; ``0``: all
+            at once; or a :class:`~happydial.DelayPolicy` (see
+            :func:`happydial.start_connection`).
         first_address_family_count: How many IPv6 addresses go before the first IPv4
             one (section 4; 1 recommended).
         resolution_delay: How long an IPv4 answer waits for IPv6 (section 3, 50 ms).
@@ -470,7 +474,7 @@ async def connect(
         raise TypeError(f"family must be an int (AF_UNSPEC, AF_INET or AF_INET6), got {family!r}")
     if family not in _FAMILIES:
         raise ValueError(f"family must be AF_UNSPEC, AF_INET or AF_INET6, got {family!r}")
-    delay = check_delay(happy_eyeballs_delay, "happy_eyeballs_delay", allow_zero=True)
+    delay = check_attempt_delay(happy_eyeballs_delay, "happy_eyeballs_delay")
     res_delay = check_delay(resolution_delay, "resolution_delay", allow_zero=True)
     timeout = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
     count = check_count(first_address_family_count, "first_address_family_count")
