@@ -56,6 +56,7 @@ LAN = Rule(rtt=LAN_RTT)
 # Python process polling in whole milliseconds, and the client's timers are late by up to a
 # loop iteration. 30 ms is a fifth of test_lab's MARGIN, and well under the 250 ms saved.
 LAN_MARGIN = 0.03
+RUNS = 3  # LanDelay's runs in the LAN scenario, at most: see there
 DELAYS_CLIENT = Path(__file__).resolve().parent / "lab" / "delays_client.py"
 
 # The policies compared, as delays_client.py builds them.
@@ -116,16 +117,14 @@ class LanLab(Lab):
 
 @pytest.fixture(scope="module")
 def lan_lab() -> Iterator[LanLab]:
+    """A LanLab for this module; as test_lab.py's lab, it must run in CI (``CI=true``)."""
     try:
         the_lab = LanLab.start()
     except LabUnavailableError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the network lab must run in CI, but: {exc}")
-        pytest.skip(f"network lab unavailable: {exc}")
-    try:
+        required = os.environ.get("CI") == "true"
+        (pytest.fail if required else pytest.skip)(f"network lab unavailable: {exc}")
+    with the_lab:  # closed (namespaces, relay, server) whatever the tests did
         yield the_lab
-    finally:
-        the_lab.close()
 
 
 def figure(scenario: str, policy: str, loop: str, report: dict[str, Any]) -> None:
@@ -152,17 +151,25 @@ def test_lan_rule_brings_a_dead_lan_address_from_250_to_110_ms(
     figure(f"LAN, {pair}", "250 ms (a number)", loop_name, constant)
     assert_won(constant, live, DELAY + LAN_RTT)
     assert constant["elapsed"] >= DELAY
-    # The LAN rule: 100 ms.
+    # The LAN rule: 100 ms. The bound is on the best of up to RUNS runs: a load spike
+    # on the shared machine (seen: +120 ms, to the constant delay's runs as much) must not
+    # fail it, while a rule that did not work could never pass it (it would take 250 ms).
     spec = {"interleave": 0, "happy_eyeballs_delay": {"policy": "lan"}}
-    lan = start_connection(lan_lab, loop_name, [dead, live], kwargs=spec)
-    figure(f"LAN, {pair}", "LanDelay()", loop_name, lan)
-    assert lan["error"] is None, show(lan)
-    assert lan["peer"] == [live, PORT], show(lan)
-    assert 0.1 - EARLY <= lan["elapsed"] <= 0.110 + LAN_MARGIN, show(lan)
-    assert_no_leak(lan)
-    assert len(delay_events(lan)) == 1, show(lan)
-    assert "delay=0.1," in delay_events(lan)[0], show(lan)
-    assert "reason='lan'" in delay_events(lan)[0], show(lan)
+    times = []
+    for _ in range(RUNS):
+        lan = start_connection(lan_lab, loop_name, [dead, live], kwargs=spec)
+        figure(f"LAN, {pair}", "LanDelay()", loop_name, lan)
+        assert lan["error"] is None, show(lan)
+        assert lan["peer"] == [live, PORT], show(lan)
+        assert lan["elapsed"] >= 0.1 - EARLY, show(lan)
+        assert_no_leak(lan)
+        assert len(delay_events(lan)) == 1, show(lan)
+        assert "delay=0.1," in delay_events(lan)[0], show(lan)
+        assert "reason='lan'" in delay_events(lan)[0], show(lan)
+        times.append(lan["elapsed"])
+        if lan["elapsed"] <= 0.110 + LAN_MARGIN:
+            break
+    assert min(times) <= 0.110 + LAN_MARGIN, times
 
 
 @pytest.mark.parametrize("policy", ["ConstantDelay()", "ExponentialDelay()"])
@@ -231,4 +238,6 @@ def test_history_overrides_the_policy_once_it_knows_the_address(
     assert_won(dies, v4, 0.1 + 0.04)
     assert started(dies) == [v6, v4], show(dies)
     delays = [e for e in dies["events"] if e["type"] == "DelayAdjusted"]
-    assert [(e["address"], e["delay"]) for e in delays] == [(v6, pytest.approx(0.1))]
+    assert [(e["address"], e["delay"], e["reason"]) for e in delays] == [
+        (v6, pytest.approx(0.1), "history")
+    ]
