@@ -1,16 +1,17 @@
 """Attempt-delay policies: how long to wait between two connection attempt starts.
 
-RFC 8305 section 5 calls this wait the Connection Attempt Delay: 250 ms by default,
-"SHOULD NOT be less than 10 ms" (:data:`MIN_DELAY`), a recommended minimum of
-100 ms (:data:`RECOMMENDED_MIN_DELAY`) and maximum of 2 s (:data:`MAX_DELAY`),
-with section 8 noting that the delay may adapt to the network. A
-:class:`DelayPolicy` picks the delay per attempt; the racer asks it through
-:func:`effective_delay`, never directly.
+RFC 8305 section 5 calls this wait the Connection Attempt Delay: 250 ms by default; a
+delay derived from history or policy must have a floor, as no attempt may start within
+10 ms of the previous one (a MUST NOT, :data:`MIN_DELAY`), with 100 ms the recommended minimum (:data:`RECOMMENDED_MIN_DELAY`) and 2 s the
+recommended maximum (:data:`MAX_DELAY`). Section 8 lists the same values as the
+configurable ones. A :class:`DelayPolicy` picks the delay per attempt; the racer asks it
+through :func:`effective_delay`, never directly.
 
 Invariants of this module:
 
-* Pure: no I/O, no clock, no event loop. A policy answers from its arguments only,
-  so the same inputs give the same delay (the virtual-clock tests rely on it).
+* Pure: no I/O, no clock, no event loop. The policies here answer from their
+  arguments only, so the same inputs give the same delay (the virtual-clock tests
+  rely on it); a caller's own policy should too.
 * Every delay a policy returns goes through :func:`effective_delay`, which refuses
   nonsense (not a number, a bool, NaN, negative: a programming error, raised as
   :class:`ValueError`) and clamps the rest into ``[MIN_DELAY, MAX_DELAY]``. A policy
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 MIN_DELAY = 0.01
-"""RFC 8305 section 5's floor: a delay "SHOULD NOT be less than 10 ms"."""
+"""RFC 8305 section 5's floor: no attempt starts within 10 ms of the previous one."""
 
 RECOMMENDED_MIN_DELAY = 0.1
 """RFC 8305 section 5's recommended minimum, 100 ms."""
