@@ -2,10 +2,11 @@
 
 RFC 8305 section 5 calls this wait the Connection Attempt Delay: 250 ms by default; a
 delay derived from history or policy must have a floor, as no attempt may start within
-10 ms of the previous one (a MUST NOT, :data:`MIN_DELAY`), with 100 ms the recommended minimum (:data:`RECOMMENDED_MIN_DELAY`) and 2 s the
-recommended maximum (:data:`MAX_DELAY`). Section 8 lists the same values as the
-configurable ones. A :class:`DelayPolicy` picks the delay per attempt; the racer asks it
-through :func:`effective_delay`, never directly.
+10 ms of the previous one (a MUST NOT, :data:`MIN_DELAY`), with 100 ms the recommended
+minimum (:data:`RECOMMENDED_MIN_DELAY`) and 2 s the recommended maximum
+(:data:`MAX_DELAY`). Section 8 lists the same values as the configurable ones. A
+:class:`DelayPolicy` picks the delay per attempt; the racer asks it through
+:func:`effective_delay`, never directly.
 
 Invariants of this module:
 
