@@ -627,3 +627,33 @@ def test_connect_to_a_lan_literal(vrun: Runner[Any]) -> None:
         sock.close()
 
     vrun(main)
+
+
+def test_the_wrappers_take_a_policy(run: Runner[Any]) -> None:
+    # Real sockets on loopback: the policy goes through open_connection and
+    # create_connection to connect(), as any other option.
+    async def main() -> None:
+        server = await asyncio.start_server(lambda _, writer: writer.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        events: list[happydial.TraceEvent] = []
+        try:
+            for policy in (LanDelay(), ExponentialDelay(), ConstantDelay(0.1)):
+                _, writer = await happydial.open_connection(
+                    "127.0.0.1", port, happy_eyeballs_delay=policy, trace=events.append
+                )
+                assert writer.get_extra_info("peername") == ("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+            transport, _ = await happydial.create_connection(
+                asyncio.Protocol, "127.0.0.1", port, happy_eyeballs_delay=LanDelay()
+            )
+            transport.close()
+            await asyncio.sleep(0)  # its connection_lost callback
+        finally:
+            server.close()
+            await server.wait_closed()
+        # One address: no next attempt, so no delay was ever needed.
+        assert not [e for e in events if isinstance(e, happydial.DelayAdjusted)]
+        assert sum(isinstance(e, happydial.AttemptSucceeded) for e in events) == 3
+
+    run(main)
