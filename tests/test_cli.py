@@ -26,7 +26,15 @@ import pytest
 
 import happydial
 from happydial import AttemptFailed, DelayAdjusted, HistoryReordered
-from happydial._cli import Environment, Timeline, _dead_listener, main
+from happydial._cli import (
+    Environment,
+    Timeline,
+    _attempt_delay,
+    _dead_listener,
+    _describe_delay,
+    _parser,
+    main,
+)
 from happydial._errors import format_sockaddr
 from happydial.testing import FakeNetwork, run_virtual
 
@@ -207,6 +215,7 @@ def test_documented_invocation(argv: list[str], status: int, expected: list[str]
             "demo takes no --family: it races one IPv6 and one IPv4 address",
         ),
         (["--delay", "1"], "the following arguments are required: HOST"),
+        (["--policy", "lan"], "the following arguments are required: HOST"),
         (["localhost", "80", "443"], "unrecognized arguments: 443"),
     ],
 )
@@ -215,11 +224,12 @@ def test_bad_argument_is_one_line_and_status_2(argv: list[str], message: str) ->
     assert (status, output) == (2, f"happydial: error: {message}\n")
 
 
-def test_bad_choice_is_one_line_and_status_2() -> None:
+@pytest.mark.parametrize(("option", "value"), [("--family", "5"), ("--policy", "fast")])
+def test_bad_choice_is_one_line_and_status_2(option: str, value: str) -> None:
     # argparse words the choices differently across Python versions: check the start.
-    status, output = run_cli(["::1", "80", "--family", "5"])
+    status, output = run_cli(["::1", "80", option, value])
     assert status == 2
-    assert output.startswith("happydial: error: argument --family: invalid choice: '5'")
+    assert output.startswith(f"happydial: error: argument {option}: invalid choice: '{value}'")
     assert output.count("\n") == 1
 
 
@@ -256,6 +266,82 @@ def test_delay_is_passed_on() -> None:
     status, output = run_cli(["example.org", "443", "--delay", "0.1"])
     assert status == 0
     assert "    114.0 ms  attempt 1 192.0.2.10:443 started" in output.splitlines()
+
+
+def test_policy_exponential() -> None:
+    status, output = run_cli(["example.org", "443", "--policy", "exponential"])
+    assert status == 0
+    assert output.splitlines()[4:] == [
+        "     14.0 ms  attempt 0 [2001:db8::10]:443 started",
+        "     14.0 ms  next attempt in 50 ms (exponential policy)",
+        "     64.0 ms  attempt 1 192.0.2.10:443 started",
+        "     82.0 ms  attempt 1 192.0.2.10:443 connected",
+        "     82.0 ms  attempt 0 [2001:db8::10]:443 cancelled",
+        "connected to 192.0.2.10:443 in 82.0 ms",
+    ]
+
+
+@pytest.mark.parametrize(("delay", "started"), [([], 264.0), (["--delay", "0.1"], 114.0)])
+def test_policy_lan_uses_delay_for_other_destinations(delay: list[str], started: float) -> None:
+    status, output = run_cli(["example.org", "443", "--policy", "lan", "--json", *delay])
+    assert status == 0
+    timeline = json.loads(output)["timeline"]
+    adjusted = [e for e in timeline if e["event"] == "DelayAdjusted"]
+    assert adjusted == [
+        {
+            "event": "DelayAdjusted",
+            "ms": 14.0,
+            "attempt": 0,
+            "delay_ms": started - 14.0,
+            "reason": "lan",
+        }
+    ]
+    second = [e for e in timeline if e["event"] == "AttemptStarted"][1]
+    assert (second["address"], second["ms"]) == ("192.0.2.10:443", started)
+
+
+def test_policy_constant_passes_the_number_on() -> None:
+    # The default: the number itself, unclamped, with no DelayAdjusted events.
+    status, output = run_cli(["example.org", "443", "--policy", "constant", "--delay", "0"])
+    assert status == 0
+    assert "next attempt" not in output
+    assert "     14.0 ms  attempt 1 192.0.2.10:443 started" in output.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("argv", "delay", "text"),
+    [
+        ([], 0.25, "attempt delay 250 ms"),
+        (["--delay", "0"], 0.0, "attempt delay 0 ms"),
+        (["--policy", "constant", "--delay", "1"], 1.0, "attempt delay 1000 ms"),
+        (
+            ["--policy", "exponential"],
+            happydial.ExponentialDelay(),
+            "attempt delay 50 ms, doubling with each attempt in flight",
+        ),
+        (
+            ["--policy", "lan", "--delay", "0.3"],
+            happydial.LanDelay(lan=0.1, other=0.3),
+            "attempt delay 100 ms on the LAN, 300 ms elsewhere",
+        ),
+    ],
+)
+def test_policy_options(argv: list[str], delay: object, text: str) -> None:
+    args = _parser("happydial", io.StringIO()).parse_args(["demo", *argv])
+    assert _attempt_delay(args) == delay
+    assert type(_attempt_delay(args)) is type(delay)
+    assert _describe_delay(args) == text
+
+
+def test_demo_with_a_policy() -> None:
+    out = io.StringIO()
+    argv = ["demo", "--json", "--policy", "lan", "--timeout", "0.1"]
+    assert main(argv, env=Environment(stdout=out)) == 0
+    raced = json.loads(out.getvalue())["happy_eyeballs"]
+    adjusted = [e for e in raced["timeline"] if e["event"] == "DelayAdjusted"]
+    assert [(e["attempt"], e["delay_ms"], e["reason"]) for e in adjusted] == [(0, 100.0, "lan")]
+    assert raced["peer"].startswith("127.0.0.1:")
+    assert raced["ms"] >= 100.0
 
 
 # ---------------------------------------------------------------------------
@@ -559,6 +645,8 @@ def test_help_and_version() -> None:
     assert output.startswith("usage: happydial [options] HOST PORT\n")
     words = " ".join(output.split())
     assert "(default: 0.25; 0: all at once)" in words
+    assert "--policy {constant,exponential,lan} how the attempt delay is chosen" in words
+    assert "(default: constant)" in words
     assert "(default: 10); in the demo" in words
     assert run_cli(["--version"]) == (0, f"happydial {happydial.__version__}\n")
 
@@ -593,14 +681,17 @@ def test_history_events_are_rendered() -> None:
     timeline(HistoryReordered((a6, a4), (a4, a6), ("192.0.2.1 connected in 5.0 ms",), 10.0))
     timeline(DelayAdjusted(0, a4, 0.1, 0.005, 10.001))
     timeline(AttemptFailed(1, a6, TimeoutError(), 10.002))
+    timeline(DelayAdjusted(2, a4, 0.2, None, 10.003, "exponential"))
     assert [timeline.line(event) for event in timeline.events] == [
         "      0.0 ms  history reordered: 192.0.2.1 connected in 5.0 ms\n",
         "      1.0 ms  next attempt in 100 ms (measured connect time)\n",
         "      2.0 ms  attempt 1 [2001:db8::1]:80 failed: TimeoutError\n",
+        "      3.0 ms  next attempt in 200 ms (exponential policy)\n",
     ]
     records = timeline.records()
     assert records[0]["order"] == ["192.0.2.1:80", "[2001:db8::1]:80"]
-    assert records[1]["delay_ms"] == 100.0
+    assert (records[1]["delay_ms"], records[1]["reason"]) == (100.0, "history")
+    assert (records[3]["delay_ms"], records[3]["reason"]) == (200.0, "exponential")
 
 
 def test_max_in_flight_none_keeps_every_attempt() -> None:

@@ -602,7 +602,7 @@ BAD_ARGS: list[tuple[dict[str, Any], type[Exception], str]] = [
     (
         {"happy_eyeballs_delay": "0.25"},
         TypeError,
-        "happy_eyeballs_delay must be a number of seconds or None, got '0.25'",
+        "happy_eyeballs_delay must be a number of seconds, None, or a DelayPolicy: .* got '0.25'",
     ),
     ({"happy_eyeballs_delay": True}, TypeError, "happy_eyeballs_delay must be a number"),
     (

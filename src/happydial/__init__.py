@@ -14,6 +14,7 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_sockets``: the I/O seam: make, bind and connect one attempt's socket.
 * ``_racer``: ``start_connection``, the drop-in for aiohappyeyeballs.
 * ``_staggered``: ``staggered_race``, the generic primitive.
+* ``_delays``: ``DelayPolicy`` and its kinds, the attempt delay per attempt (pure).
 * ``_errors``: what is raised when every attempt fails.
 * ``_trace``: the events a ``trace`` callable receives.
 * ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
@@ -37,6 +38,14 @@ from ._addresses import remove_addr_infos as remove_addr_infos
 from ._backends import AiodnsResolver as AiodnsResolver
 from ._backends import DnspythonResolver as DnspythonResolver
 from ._connect import connect as connect
+from ._delays import MAX_DELAY as MAX_DELAY
+from ._delays import MIN_DELAY as MIN_DELAY
+from ._delays import RECOMMENDED_MIN_DELAY as RECOMMENDED_MIN_DELAY
+from ._delays import ConstantDelay as ConstantDelay
+from ._delays import DelayPolicy as DelayPolicy
+from ._delays import ExponentialDelay as ExponentialDelay
+from ._delays import LanDelay as LanDelay
+from ._delays import effective_delay as effective_delay
 from ._dns64 import Nat64Discovery as Nat64Discovery
 from ._dns64 import Nat64State as Nat64State
 from ._errors import failed_addr_infos as failed_addr_infos
@@ -75,7 +84,8 @@ from ._version import __version__ as __version__
 from ._wrappers import create_connection as create_connection
 from ._wrappers import open_connection as open_connection
 
-__all__ = [
+# Plain sorted order (tests/test_exports.py), not ruff's constants-first order.
+__all__ = [  # noqa: RUF022
     "AddrInfoType",
     "AddressHistory",
     "AddressSynthesized",
@@ -84,12 +94,19 @@ __all__ = [
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
+    "ConstantDelay",
     "DelayAdjusted",
+    "DelayPolicy",
     "DnspythonResolver",
+    "ExponentialDelay",
     "HistoryReordered",
+    "LanDelay",
+    "MAX_DELAY",
+    "MIN_DELAY",
     "Nat64Discovery",
     "Nat64Prefix",
     "Nat64State",
+    "RECOMMENDED_MIN_DELAY",
     "ResolutionFailed",
     "ResolutionFinished",
     "ResolutionStarted",
@@ -109,6 +126,7 @@ __all__ = [
     "create_connection",
     "default_nat64_discovery",
     "default_source_cache",
+    "effective_delay",
     "failed_addr_infos",
     "getaddrinfo_resolver",
     "interleave_addr_infos",

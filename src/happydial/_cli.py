@@ -29,6 +29,7 @@ from typing import Any, NoReturn, TextIO
 from . import _trace
 from ._addresses import AddrInfoType
 from ._connect import connect
+from ._delays import DelayPolicy, ExponentialDelay, LanDelay
 from ._errors import format_sockaddr
 from ._racer import start_connection
 from ._trace import TraceEvent
@@ -43,6 +44,7 @@ DEFAULT_TIMEOUT = 10.0
 #: In the demo, how long the one-at-a-time connection waits for the dead address.
 DEMO_TIMEOUT = 2.0
 DEFAULT_DELAY = 0.25  # RFC 8305 section 8's recommended Connection Attempt Delay
+POLICIES = ("constant", "exponential", "lan")  # --policy: see _attempt_delay
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -108,7 +110,9 @@ class Timeline:
             text = f"synthesised {where} from {origin} (NAT64 prefix {event.prefix})"
         elif isinstance(event, _trace.DelayAdjusted):
             record["attempt"], record["delay_ms"] = event.attempt, round(event.delay * 1000, 1)
-            text = f"next attempt in {event.delay * 1000:.0f} ms (measured connect time)"
+            record["reason"] = event.reason
+            why = "measured connect time" if event.reason == "history" else f"{event.reason} policy"
+            text = f"next attempt in {event.delay * 1000:.0f} ms ({why})"
         else:
             where = format_sockaddr(event.addr_info[4])
             record["attempt"], record["address"] = event.attempt, where
@@ -241,7 +245,7 @@ def _parser(prog: str, out: TextIO) -> _Parser:
         usage=(
             f"{prog} [options] HOST PORT\n"
             f"       {prog} [options] HOST:PORT | [IPV6]:PORT\n"
-            f"       {prog} [--delay S] [--deadline S] [--json] demo"
+            f"       {prog} [--delay S] [--policy P] [--deadline S] [--json] demo"
         ),
         description="Connect to HOST on TCP port PORT the Happy Eyeballs way (RFC 8305):"
         " look up IPv6 and IPv4 in parallel, race the addresses, and print each lookup and"
@@ -260,6 +264,14 @@ def _parser(prog: str, out: TextIO) -> _Parser:
         type=_seconds(allow_zero=True),
         default=DEFAULT_DELAY,
         help=f"seconds between attempt starts (default: {DEFAULT_DELAY:g}; 0: all at once)",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=list(POLICIES),
+        default="constant",
+        help="how the attempt delay is chosen (default: constant): constant, --delay"
+        " every time; exponential, 50 ms doubling with each attempt in flight (HEv3);"
+        " lan, 100 ms to loopback, link-local and private addresses, --delay to others",
     )
     parser.add_argument(
         "--deadline",
@@ -344,6 +356,29 @@ def _family(args: argparse.Namespace, host: str) -> int:
     return socket.AF_INET if args.family == "4" else socket.AF_INET6
 
 
+def _attempt_delay(args: argparse.Namespace) -> float | DelayPolicy:
+    """``--delay`` and ``--policy`` as ``happy_eyeballs_delay``.
+
+    ``constant`` passes the number itself, so ``--delay 0`` keeps its meaning (all at
+    once); the policies are clamped to RFC 8305's bounds.
+    """
+    policy: str = args.policy
+    if policy == "exponential":
+        return ExponentialDelay()
+    if policy == "lan":
+        return LanDelay(other=args.delay)
+    return float(args.delay)
+
+
+def _describe_delay(args: argparse.Namespace) -> str:
+    policy: str = args.policy
+    if policy == "exponential":
+        return "attempt delay 50 ms, doubling with each attempt in flight"
+    if policy == "lan":
+        return f"attempt delay 100 ms on the LAN, {args.delay * 1000:.0f} ms elsewhere"
+    return f"attempt delay {args.delay * 1000:.0f} ms"
+
+
 # ---------------------------------------------------------------------------
 # Connecting
 
@@ -359,7 +394,7 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
             host,
             port,
             family=family,
-            happy_eyeballs_delay=args.delay,
+            happy_eyeballs_delay=_attempt_delay(args),
             trace=timeline,
             timeout=limit,
             max_in_flight=args.max_in_flight,
@@ -414,9 +449,9 @@ async def _demo(run: _Run) -> int:
                 "happydial demo: two listeners on this machine, no network needed.\n"
                 f"{dead_at} has a full accept queue: connecting to it hangs, like a dead"
                 f" IPv6 path.\n{live_at} is live.\n\n"
-                f"Happy Eyeballs (attempt delay {args.delay * 1000:.0f} ms):\n"
+                f"Happy Eyeballs ({_describe_delay(args)}):\n"
             )
-        raced = await _demo_race(run, addr_infos, args.delay, None)
+        raced = await _demo_race(run, addr_infos, _attempt_delay(args), None)
         if not args.json:
             out.write(
                 "\nOne address at a time, as socket.create_connection and"
@@ -456,7 +491,10 @@ class _Raced:
 
 
 async def _demo_race(
-    run: _Run, addr_infos: list[AddrInfoType], delay: float | None, attempt_timeout: float | None
+    run: _Run,
+    addr_infos: list[AddrInfoType],
+    delay: float | DelayPolicy | None,
+    attempt_timeout: float | None,
 ) -> _Raced:
     loop = asyncio.get_running_loop()
     timeline = run.timeline = Timeline(loop.time(), None if run.args.json else run.env.stdout)

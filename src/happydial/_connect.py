@@ -39,6 +39,7 @@ from ._addresses import (
     literal_addr_info,
     normalise,
 )
+from ._delays import DelayPolicy
 from ._dns64 import Nat64Discovery
 from ._errors import deadline_error, format_sockaddr
 from ._history import AddressHistory
@@ -57,6 +58,7 @@ from ._sources import bound_sources, default_source_cache
 from ._trace import TraceType
 from ._validate import (
     DEFAULT_MAX_IN_FLIGHT,
+    check_attempt_delay,
     check_callable,
     check_count,
     check_delay,
@@ -425,7 +427,7 @@ async def connect(
     port: int,
     *,
     family: int = socket.AF_UNSPEC,
-    happy_eyeballs_delay: float | None = 0.25,
+    happy_eyeballs_delay: float | DelayPolicy | None = 0.25,
     first_address_family_count: int = 1,
     resolution_delay: float = 0.05,
     local_addr: tuple[str, int] | tuple[str, int, int, int] | None = None,
@@ -448,7 +450,9 @@ async def connect(
         port: The TCP port.
         family: ``AF_UNSPEC`` (both), ``AF_INET6`` or ``AF_INET`` only.
         happy_eyeballs_delay: Seconds between attempt starts (RFC 8305's Connection
-            Attempt Delay, 250 ms recommended); ``None``: one at a time.
+            Attempt Delay, 250 ms recommended); ``None``: one at a time; ``0``: all
+            at once; or a :class:`~happydial.DelayPolicy` (see
+            :func:`happydial.start_connection`).
         first_address_family_count: How many IPv6 addresses go before the first IPv4
             one (section 4; 1 recommended).
         resolution_delay: How long an IPv4 answer waits for IPv6 (section 3, 50 ms).
@@ -495,7 +499,7 @@ async def connect(
     """
     check_host_port(host, port)
     families = _families(family)
-    delay = check_delay(happy_eyeballs_delay, "happy_eyeballs_delay", allow_zero=True)
+    delay = check_attempt_delay(happy_eyeballs_delay, "happy_eyeballs_delay")
     res_delay = check_delay(resolution_delay, "resolution_delay", allow_zero=True)
     per_attempt = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
     count = check_count(first_address_family_count, "first_address_family_count")

@@ -39,6 +39,7 @@ from ._addresses import (
     check_addr_infos,
     interleave_families,
 )
+from ._delays import MAX_DELAY, MIN_DELAY, DelayPolicy, effective_delay
 from ._driver import LoopRace
 from ._errors import aggregate_errors, deadline_error, tag_error
 from ._history import AddressHistory, failure_kind, sort_by_history
@@ -97,6 +98,7 @@ class ConnectRace(LoopRace[AddrInfoType]):
         "delay",
         "history",
         "local_addr_infos",
+        "policy",
         "socket_factory",
         "sockets",
         "start_times",
@@ -109,7 +111,7 @@ class ConnectRace(LoopRace[AddrInfoType]):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        delay: float | None,
+        delay: float | DelayPolicy | None,
         *,
         local_addr_infos: list[AddrInfoType] | None = None,
         socket_factory: SocketFactoryType | None = None,
@@ -119,9 +121,15 @@ class ConnectRace(LoopRace[AddrInfoType]):
         max_in_flight: int | None = None,
         timeout: float | None = None,
     ) -> None:
-        # The adaptive delay is a policy of the schedule only when there is a
-        # history to adapt from: without one, the schedule does not call out.
-        delay_after = self.delay_after if history is not None else None
+        # The schedule calls out for each delay only with a history to adapt from or
+        # a policy to ask; a plain number (the common case) costs nothing more.
+        if delay is None or isinstance(delay, (int, float)):
+            policy = None
+            delay_after = self.delay_after if history is not None else None
+        else:
+            # Any positive number: it makes the schedule stagger, and delay_after
+            # (always called then) gives every actual delay.
+            policy, delay, delay_after = delay, MAX_DELAY, self.policy_delay_after
         schedule = Schedule(delay, is_failure, delay_after, max_in_flight)
         # The deadline counts from now: the call's start, lookups included.
         deadline = None if timeout is None else loop.time() + timeout
@@ -129,6 +137,7 @@ class ConnectRace(LoopRace[AddrInfoType]):
         self.timeout = timeout
         self.target = ""  # " to host:port", for the deadline's message (the host-name layer)
         self.delay = delay
+        self.policy = policy
         self.local_addr_infos = local_addr_infos
         self.socket_factory = socket_factory
         self.trace = trace
@@ -206,6 +215,31 @@ class ConnectRace(LoopRace[AddrInfoType]):
             self.emit(_trace.DelayAdjusted(index, item, adaptive, measured, self.loop.time()))
         return adaptive
 
+    def policy_delay_after(self, item: AddrInfoType, index: int) -> float:
+        """The delay after attempt *index*: history's if it knows *item*, else the policy's.
+
+        Both are clamped into RFC 8305's ``[MIN_DELAY, MAX_DELAY]``. An error from
+        the policy (a bug in it) ends the race and is raised to the caller.
+        """
+        history = self.history
+        if history is not None:
+            measured = history.connect_time(item[4])
+            if measured is not None:
+                adaptive = min(max(history.delay_for(measured), MIN_DELAY), MAX_DELAY)
+                if self.trace is not None:
+                    now = self.loop.time()
+                    self.emit(_trace.DelayAdjusted(index, item, adaptive, measured, now))
+                return adaptive
+        policy: DelayPolicy = self.policy  # type: ignore[assignment]
+        try:
+            delay = effective_delay(policy, item, index, len(self.schedule.pending))
+        except Exception as exc:  # noqa: BLE001 - re-raised to the caller by run()
+            self.report_bug(exc)
+            return MAX_DELAY  # unused: the race is over
+        if self.trace is not None:
+            self.emit(_trace.DelayAdjusted(index, item, delay, None, self.loop.time(), policy.name))
+        return delay
+
     def discard(self, index: int) -> None:
         """A failed attempt's socket is closed at once: a long race holds no dead fds."""
         sock = self.sockets.pop(index, None)
@@ -279,7 +313,7 @@ async def start_connection(
     addr_infos: Iterable[AddrInfoType],
     *,
     local_addr_infos: Iterable[AddrInfoType] | None = None,
-    happy_eyeballs_delay: float | None = None,
+    happy_eyeballs_delay: float | DelayPolicy | None = None,
     interleave: int | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     socket_factory: SocketFactoryType | None = None,
@@ -304,7 +338,9 @@ async def start_connection(
             own family in order; an attempt with none of its family fails.
         happy_eyeballs_delay: Seconds between attempt starts (RFC 8305 recommends
             0.25). ``None``: one attempt at a time. ``0``: all at once (CPython's
-            meaning; aiohappyeyeballs treats 0 like ``None``).
+            meaning; aiohappyeyeballs treats 0 like ``None``). Or a
+            :class:`~happydial.DelayPolicy` that picks each delay (clamped to
+            10 ms - 2 s; see :doc:`/guides/delays`).
         interleave: Reorder by family first (RFC 8305 section 4), with this many
             addresses of the first family first. ``None`` means 1 when a delay is
             given and no reordering otherwise; ``0`` keeps the given order.

@@ -114,14 +114,20 @@ class HistoryReordered(NamedTuple):
 
 
 class DelayAdjusted(NamedTuple):
-    """The delay before the next attempt comes from a measured connect time.
+    """The delay before the next attempt was picked per attempt, not fixed.
+
+    Either an :class:`~happydial.AddressHistory` knew the address (its adaptive delay
+    from a measured connect time) or a :class:`~happydial.DelayPolicy` chose it.
 
     Attributes:
         attempt: The attempt the delay follows.
         addr_info: That attempt's address.
         delay: The delay used, in seconds (clamped to RFC 8305's bounds).
-        connect_time: The smoothed connect time the history measured for the address.
+        connect_time: The smoothed connect time the history measured for the
+            address; ``None`` when a policy chose the delay.
         time: The loop time.
+        reason: Who chose it: ``"history"``, or the policy's ``name``
+            (``"constant"``, ``"exponential"``, ``"lan"``, ...).
     """
 
     attempt: int
@@ -129,6 +135,7 @@ class DelayAdjusted(NamedTuple):
     delay: float
     connect_time: float | None
     time: float
+    reason: str = "history"
 
 
 class ResolutionStarted(NamedTuple):

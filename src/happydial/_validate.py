@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a leaf at run time: a policy is recognised by its shape
+    from ._delays import DelayPolicy
 
 __all__ = [
+    "check_attempt_delay",
     "check_callable",
     "check_count",
     "check_delay",
@@ -22,6 +27,7 @@ __all__ = [
     "check_loop",
     "check_seconds",
     "check_start_options",
+    "is_delay_policy",
     "is_int",
 ]
 
@@ -50,6 +56,31 @@ def check_delay(value: object, name: str, *, allow_zero: bool) -> float | None:
         bound = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{name} must be a finite, {bound} number of seconds, got {value!r}")
     return float(value)
+
+
+def is_delay_policy(value: object) -> bool:
+    """Whether *value* has the shape of a delay policy: a str ``name``, a callable ``delay``."""
+    return (
+        not isinstance(value, type)  # the class ConstantDelay, not an instance of it
+        and callable(getattr(value, "delay", None))
+        and isinstance(getattr(value, "name", None), str)
+    )
+
+
+def check_attempt_delay(value: object, name: str) -> float | DelayPolicy | None:
+    """``happy_eyeballs_delay``: seconds (0 allowed), ``None``, or a delay policy.
+
+    A policy is any object with a ``str`` ``name`` and a callable ``delay`` (see
+    :class:`happydial.DelayPolicy`); numbers keep their meaning and are not clamped.
+    """
+    if value is None or isinstance(value, (int, float)):
+        return check_delay(value, name, allow_zero=True)
+    if is_delay_policy(value):
+        return value  # type: ignore[return-value]
+    raise TypeError(
+        f"{name} must be a number of seconds, None, or a DelayPolicy: an object with a"
+        f" str name and a delay method, got {value!r}"
+    )
 
 
 def check_seconds(value: object, name: str, *, minimum: float) -> float:
@@ -112,10 +143,10 @@ def check_limits(max_in_flight: object, timeout: object) -> tuple[int | None, fl
 
 def check_start_options(
     delay: object, timeout: object, interleave: object, socket_factory: object, trace: object
-) -> tuple[float | None, float | None, int | None]:
+) -> tuple[float | DelayPolicy | None, float | None, int | None]:
     """``start_connection``'s options; ``is not None`` first, as None is common."""
     if delay is not None:
-        delay = check_delay(delay, "happy_eyeballs_delay", allow_zero=True)
+        delay = check_attempt_delay(delay, "happy_eyeballs_delay")
     if timeout is not None:
         timeout = check_delay(timeout, "attempt_timeout", allow_zero=False)
     if interleave is not None:

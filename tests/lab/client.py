@@ -26,7 +26,7 @@ list of call specs as above (``start_connection`` or ``connect``) and of pauses:
 on stdin (the test reconfigures the lab meanwhile), ``{"sleep": s}`` just sleeps. The report
 then has ``steps``: one report per call, each with ``events`` too (the trace as facts:
 ``type``, ``at`` seconds into the call, ``address``, and ``after`` / ``reasons`` for
-``HistoryReordered``, ``delay`` for ``DelayAdjusted``).
+``HistoryReordered``, ``delay`` and ``reason`` for ``DelayAdjusted``).
 
 One JSON object on stdout: ``elapsed`` (seconds the call took), ``peer`` (the winner's
 address and port), ``error`` (type, message, notes, the members of its ``__cause__`` group
@@ -269,7 +269,7 @@ def event_facts(event: object, at: float) -> dict[str, Any]:
         facts["after"] = [entry[4][0] for entry in event.after]
         facts["reasons"] = list(event.reasons)
     if isinstance(event, happydial.DelayAdjusted):
-        facts["delay"] = event.delay
+        facts["delay"], facts["reason"] = event.delay, event.reason
     return facts
 
 
