@@ -53,7 +53,8 @@ RESOLV_CONF_V6 = RESOLV_CONF.replace(DNS_V4, DNS_V6)  # an IPv6-only client's
 IPV4ONLY_ARPA = {"ipv4only.arpa": {"A": {"addresses": ["192.0.0.170", "192.0.0.171"]}}}
 NSSWITCH_CONF = "hosts: files dns\n"
 HOSTS = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
-NAME_PATTERN = re.compile(r"^hd-(\d+)-[cs]$")
+# Every lab namespace: hd- (test_lab), hdlan- (test_lab_delays), hdll- (test_lab_link_local).
+NAME_PATTERN = re.compile(r"^hd(?:lan|ll)?-(\d+)-[cs]$")
 
 
 class LabUnavailableError(Exception):
