@@ -42,6 +42,7 @@ from ._addresses import (
 from ._driver import LoopRace
 from ._errors import aggregate_errors, tag_error
 from ._history import AddressHistory, failure_kind, sort_by_history
+from ._report import reported
 from ._schedule import Schedule
 from ._sockets import (
     Attempt,
@@ -257,6 +258,7 @@ def apply_history(
     return ordered
 
 
+@reported
 async def start_connection(
     addr_infos: Iterable[AddrInfoType],
     *,
