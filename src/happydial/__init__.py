@@ -16,6 +16,7 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_staggered``: ``staggered_race``, the generic primitive.
 * ``_errors``: what is raised when every attempt fails.
 * ``_trace``: the events a ``trace`` callable receives.
+* ``_report``: ``recording()`` and ``ConnectionReport``, a call's trace as one value.
 * ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
 * ``_nat64``: NAT64 address arithmetic (RFC 6052) and prefix parsing (RFC 7050, 8781), pure.
 * ``_dns64``: ``Nat64Discovery``, the network's NAT64 prefixes found once (RFC 7050).
@@ -48,6 +49,13 @@ from ._nat64 import nat64_prefixes_from_answers as nat64_prefixes_from_answers
 from ._nat64 import parse_pref64_option as parse_pref64_option
 from ._nat64 import synthesize_addr_infos as synthesize_addr_infos
 from ._racer import start_connection as start_connection
+from ._report import AttemptReport as AttemptReport
+from ._report import ConnectionReport as ConnectionReport
+from ._report import LookupReport as LookupReport
+from ._report import Recording as Recording
+from ._report import ReportEvent as ReportEvent
+from ._report import connection_report as connection_report
+from ._report import recording as recording
 from ._resolver import Resolver as Resolver
 from ._resolver import ResolverPoolSettings as ResolverPoolSettings
 from ._resolver import configure_resolver_pool as configure_resolver_pool
@@ -82,14 +90,19 @@ __all__ = [
     "AiodnsResolver",
     "AttemptCancelled",
     "AttemptFailed",
+    "AttemptReport",
     "AttemptStarted",
     "AttemptSucceeded",
+    "ConnectionReport",
     "DelayAdjusted",
     "DnspythonResolver",
     "HistoryReordered",
+    "LookupReport",
     "Nat64Discovery",
     "Nat64Prefix",
     "Nat64State",
+    "Recording",
+    "ReportEvent",
     "ResolutionFailed",
     "ResolutionFinished",
     "ResolutionStarted",
@@ -106,6 +119,7 @@ __all__ = [
     "addr_to_addr_infos",
     "configure_resolver_pool",
     "connect",
+    "connection_report",
     "create_connection",
     "default_nat64_discovery",
     "default_source_cache",
@@ -118,6 +132,7 @@ __all__ = [
     "parse_pref64_option",
     "pop_addr_infos_interleave",
     "probe_source",
+    "recording",
     "remove_addr_infos",
     "sort_addr_infos",
     "staggered_race",

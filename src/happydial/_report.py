@@ -573,100 +573,115 @@ class _Builder:
 
     def __call__(self, event: _trace.TraceEvent) -> None:
         """Record one trace event (the builder is the call's trace, or half of it)."""
-        at = self.offset(event.time)
-        if isinstance(event, _trace.ResolutionStarted):
-            self.lookups.append(_Lookup(_record_type(event.family), event.host, at))
-            self.note(at, "dns_query_started", ("family", _record_type(event.family)))
-        elif isinstance(event, (_trace.ResolutionFinished, _trace.ResolutionFailed)):
-            lookup = self._lookup(event.family, event.host, at)
-            lookup.end = at
-            if isinstance(event, _trace.ResolutionFinished):
-                lookup.addresses = tuple(a[4][0] for a in event.addr_infos)
-                self.note(
-                    at,
-                    "dns_answer",
-                    ("family", lookup.family),
-                    ("addresses", lookup.addresses),
-                )
-            else:
-                lookup.failure = _failure(event.error)
-                lookup.error = _text(event.error)
-                self.note(at, "dns_error", ("family", lookup.family), ("error", lookup.error))
-        elif isinstance(event, _trace.AttemptStarted):
-            address = format_sockaddr(event.addr_info[4])
-            self.attempts[event.attempt] = _Attempt(address, at, "connect")
-            self.note(
-                at, "connection_attempt_started", ("attempt", event.attempt), ("address", address)
+        handler = _HANDLERS.get(type(event))
+        if handler is None:  # a subclass, or an event type newer than this code
+            handler = next(
+                (h for cls, h in _HANDLERS.items() if isinstance(event, cls)), _Builder.on_other
             )
-        elif isinstance(event, _trace.AttemptFailed):
-            attempt = self._attempt(event.attempt, event.addr_info, at)
-            attempt.end, attempt.outcome = at, "failed"
-            attempt.failure = _failure(event.error)
-            attempt.errno = _errno(event.error)
-            attempt.error = _text(event.error)
-            self.note(
-                at,
-                "connection_attempt_failed",
-                ("attempt", event.attempt),
-                ("address", attempt.address),
-                ("stage", attempt.stage),
-                ("errno", attempt.errno),
-                ("error", attempt.error),
-            )
-        elif isinstance(event, _trace.AttemptSucceeded):
-            attempt = self._attempt(event.attempt, event.addr_info, at)
-            attempt.end, attempt.outcome = at, "connected"
-            self.winner = event.attempt
-            self.note(
-                at,
-                "connection_attempt_succeeded",
-                ("attempt", event.attempt),
-                ("address", attempt.address),
-            )
-        elif isinstance(event, _trace.AttemptCancelled):
-            attempt = self._attempt(event.attempt, event.addr_info, at)
-            # Stopped after a winner: it lost the race. Without one: the call itself
-            # ended (cancelled, out of time) while this attempt was still pending.
-            attempt.end = at
-            attempt.outcome = "cancelled" if self.winner is not None else "abandoned"
-            self.note(
-                at,
-                "connection_attempt_cancelled",
-                ("attempt", event.attempt),
-                ("address", attempt.address),
-                ("reason", "lost" if self.winner is not None else "abandoned"),
-            )
-        elif isinstance(event, _trace.DelayAdjusted):
-            # The reason field is new; events made before it existed mean "history".
-            reason = str(getattr(event, "reason", "history"))
-            self.delays[event.attempt] = (event.delay, reason)
-            self.note(
-                at,
-                "attempt_delay_chosen",
-                ("attempt", event.attempt),
-                ("delay_ms", _ms(event.delay)),
-                ("reason", reason),
-            )
-        elif isinstance(event, _trace.HistoryReordered):
-            self.reordered.extend(event.reasons)
-            self.note(
-                at,
-                "addresses_reordered",
-                ("before", tuple(format_sockaddr(a[4]) for a in event.before)),
-                ("after", tuple(format_sockaddr(a[4]) for a in event.after)),
-                ("reasons", tuple(event.reasons)),
-            )
-        else:  # AddressSynthesized, the last of the TraceEvent union
-            made, origin = format_sockaddr(event.addr_info[4]), format_sockaddr(event.origin[4])
-            self.origins[made] = origin
-            self.synthesized.append(f"{made} from {origin} (NAT64 prefix {event.prefix})")
-            self.note(
-                at,
-                "address_synthesized",
-                ("address", made),
-                ("origin", origin),
-                ("prefix", event.prefix),
-            )
+        handler(self, event, self.offset(event.time))
+
+    def on_lookup_started(self, event: _trace.ResolutionStarted, at: float) -> None:
+        self.lookups.append(_Lookup(_record_type(event.family), event.host, at))
+        self.note(at, "dns_query_started", ("family", _record_type(event.family)))
+
+    def on_lookup_answered(self, event: _trace.ResolutionFinished, at: float) -> None:
+        lookup = self._lookup(event.family, event.host, at)
+        lookup.end = at
+        lookup.addresses = tuple(a[4][0] for a in event.addr_infos)
+        self.note(at, "dns_answer", ("family", lookup.family), ("addresses", lookup.addresses))
+
+    def on_lookup_failed(self, event: _trace.ResolutionFailed, at: float) -> None:
+        lookup = self._lookup(event.family, event.host, at)
+        lookup.end = at
+        lookup.failure = _failure(event.error)
+        lookup.error = _text(event.error)
+        self.note(at, "dns_error", ("family", lookup.family), ("error", lookup.error))
+
+    def on_attempt_started(self, event: _trace.AttemptStarted, at: float) -> None:
+        address = format_sockaddr(event.addr_info[4])
+        self.attempts[event.attempt] = _Attempt(address, at, "connect")
+        self.note(
+            at, "connection_attempt_started", ("attempt", event.attempt), ("address", address)
+        )
+
+    def on_attempt_failed(self, event: _trace.AttemptFailed, at: float) -> None:
+        attempt = self._attempt(event.attempt, event.addr_info, at)
+        attempt.end, attempt.outcome = at, "failed"
+        attempt.failure = _failure(event.error)
+        attempt.errno = _errno(event.error)
+        attempt.error = _text(event.error)
+        self.note(
+            at,
+            "connection_attempt_failed",
+            ("attempt", event.attempt),
+            ("address", attempt.address),
+            ("stage", attempt.stage),
+            ("errno", attempt.errno),
+            ("error", attempt.error),
+        )
+
+    def on_attempt_succeeded(self, event: _trace.AttemptSucceeded, at: float) -> None:
+        attempt = self._attempt(event.attempt, event.addr_info, at)
+        attempt.end, attempt.outcome = at, "connected"
+        self.winner = event.attempt
+        self.note(
+            at,
+            "connection_attempt_succeeded",
+            ("attempt", event.attempt),
+            ("address", attempt.address),
+        )
+
+    def on_attempt_cancelled(self, event: _trace.AttemptCancelled, at: float) -> None:
+        attempt = self._attempt(event.attempt, event.addr_info, at)
+        # Stopped after a winner: it lost the race. Without one: the call itself ended
+        # (cancelled, out of time) while this attempt was still pending.
+        lost = self.winner is not None
+        attempt.end = at
+        attempt.outcome = "cancelled" if lost else "abandoned"
+        self.note(
+            at,
+            "connection_attempt_cancelled",
+            ("attempt", event.attempt),
+            ("address", attempt.address),
+            ("reason", "lost" if lost else "abandoned"),
+        )
+
+    def on_delay(self, event: _trace.DelayAdjusted, at: float) -> None:
+        # The reason field is newer than the event; events without it mean "history".
+        reason = str(getattr(event, "reason", "history"))
+        self.delays[event.attempt] = (event.delay, reason)
+        self.note(
+            at,
+            "attempt_delay_chosen",
+            ("attempt", event.attempt),
+            ("delay_ms", _ms(event.delay)),
+            ("reason", reason),
+        )
+
+    def on_reordered(self, event: _trace.HistoryReordered, at: float) -> None:
+        self.reordered.extend(event.reasons)
+        self.note(
+            at,
+            "addresses_reordered",
+            ("before", tuple(format_sockaddr(a[4]) for a in event.before)),
+            ("after", tuple(format_sockaddr(a[4]) for a in event.after)),
+            ("reasons", tuple(event.reasons)),
+        )
+
+    def on_synthesized(self, event: _trace.AddressSynthesized, at: float) -> None:
+        made, origin = format_sockaddr(event.addr_info[4]), format_sockaddr(event.origin[4])
+        self.origins[made] = origin
+        self.synthesized.append(f"{made} from {origin} (NAT64 prefix {event.prefix})")
+        self.note(
+            at,
+            "address_synthesized",
+            ("address", made),
+            ("origin", origin),
+            ("prefix", event.prefix),
+        )
+
+    def on_other(self, event: object, at: float) -> None:
+        self.note(at, _snake_case(type(event).__name__))
 
     def _lookup(self, family: int, host: str, at: float) -> _Lookup:
         """The running lookup of *family* (a resolver's answer ends the latest one)."""
@@ -786,6 +801,19 @@ class _Builder:
         )
 
 
+_HANDLERS: dict[type, Callable[[_Builder, Any, float], None]] = {
+    _trace.ResolutionStarted: _Builder.on_lookup_started,
+    _trace.ResolutionFinished: _Builder.on_lookup_answered,
+    _trace.ResolutionFailed: _Builder.on_lookup_failed,
+    _trace.AttemptStarted: _Builder.on_attempt_started,
+    _trace.AttemptFailed: _Builder.on_attempt_failed,
+    _trace.AttemptSucceeded: _Builder.on_attempt_succeeded,
+    _trace.AttemptCancelled: _Builder.on_attempt_cancelled,
+    _trace.DelayAdjusted: _Builder.on_delay,
+    _trace.HistoryReordered: _Builder.on_reordered,
+    _trace.AddressSynthesized: _Builder.on_synthesized,
+}
+
 _END_EVENTS: dict[CallOutcome, str] = {
     "connected": "established",
     "failed": "failed",
@@ -828,6 +856,11 @@ def _text(error: BaseException) -> str:
     """The error's message, first line only (notes are not part of ``str()``)."""
     text = str(error)
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _snake_case(name: str) -> str:
+    """``AttemptCapped`` -> ``attempt_capped``."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def _record_type(family: int) -> Literal["AAAA", "A"]:
