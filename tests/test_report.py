@@ -198,9 +198,10 @@ def test_json_round_trip_with_exact_events(vrun: Runner[Any]) -> None:
         sock, report = await success_after_failure_and_delay()
         sock.close()
         exported = report.to_json()
-        assert json.loads(json.dumps(exported)) == exported
-        assert (exported["qlog_version"], exported["qlog_format"]) == ("0.3", "JSON")
-        [trace] = exported["traces"]  # type: ignore[attr-defined]
+        loaded: Any = json.loads(json.dumps(exported))
+        assert loaded == exported
+        assert (loaded["qlog_version"], loaded["qlog_format"]) == ("0.3", "JSON")
+        [trace] = loaded["traces"]
         assert trace["description"] == report.summary()
         assert trace["common_fields"] == {"time_format": "relative"}
         events = [(e["time"], e["name"], e["data"]) for e in trace["events"]]
@@ -485,6 +486,18 @@ def test_a_socket_failure_is_stage_socket(vrun: Runner[Any]) -> None:
     vrun(main)
 
 
+def test_an_error_with_no_short_word_is_shown_whole(vrun: Runner[Any]) -> None:
+    async def main() -> None:
+        net = network(A4=(0.001, OSError(errno.EIO, "Input/output error")))
+        with recording() as rec, pytest.raises(OSError, match="Input/output error"):
+            await start_connection([ai(A4)], socket_factory=net.socket_factory)
+        assert rec.reports[0].summary() == (
+            "failed after 1 ms; 192.0.2.1:443 failed after 1 ms ([Errno 5] Input/output error)"
+        )
+
+    vrun(main)
+
+
 # -- history, NAT64, delay policies, and events newer than this code -----------------
 
 
@@ -597,6 +610,8 @@ def test_future_arguments_reasons_and_events(vrun: Runner[Any]) -> None:
         trace(happydial.AttemptStarted(0, ai(A4), loop.time()))
         trace(_PolicyDelay(0, ai(A4), 0.1, None, loop.time()))
         trace(_Capped(0, loop.time()))
+        # An answer whose start was not seen (no such path today): a zero-length lookup.
+        trace(happydial.ResolutionFinished(host, socket.AF_INET, (ai(A4),), loop.time()))
         await asyncio.sleep(fail_at)
         raise TimeoutError("deadline")
 
@@ -627,15 +642,20 @@ def test_future_arguments_reasons_and_events(vrun: Runner[Any]) -> None:
             0.25,
         )
         assert deadline.summary() == (
-            "timed out after 2 s; 192.0.2.1:443 abandoned (next attempt after 100 ms: lan)"
+            "timed out after 2 s; A answered in 0 ms;"
+            " 192.0.2.1:443 abandoned (next attempt after 100 ms: lan)"
         )
         assert [e.name for e in deadline.events] == [
             "connection_started",
             "connection_attempt_started",
             "attempt_delay_chosen",
             "capped",
+            "dns_answer",
             "connection_timed_out",
         ]
+        assert deadline.lookups == (
+            LookupReport("A", "h.test", "getaddrinfo_resolver", 0.0, 0.0, "answered", (A4,)),
+        )
         assert deadline.to_json()["traces"][0]["report"]["delay_ms"] == "lan policy"  # type: ignore[index]
 
     vrun(main)
@@ -793,7 +813,10 @@ def test_a_bad_argument_is_refused_in_the_calls_own_words(vrun: Runner[Any]) -> 
                 await connect(host=b"example.org", port=443)  # type: ignore[arg-type]
             with pytest.raises(ValueError, match="is not an IP address"):
                 await start_connection(addr_infos=[ai("not-an-ip.test")])
-        bad_trace, bad_port, bad_host, bad_address = rec.reports
+            with pytest.raises(ValueError, match="must be a 5-tuple"):
+                await start_connection([("x",)])  # type: ignore[list-item]
+        bad_trace, bad_port, bad_host, bad_address, malformed = rec.reports
+        assert malformed.addresses == ()
         assert connection_report(info.value) is bad_trace
         assert bad_trace.summary() == (
             "failed after 0 ms: trace must be callable or None, got 'print'"

@@ -47,6 +47,7 @@ __all__ = [
     "Recording",
     "ReportEvent",
     "connection_report",
+    "first_line",
     "recording",
     "reported",
 ]
@@ -594,7 +595,7 @@ class _Builder:
         lookup = self._lookup(event.family, event.host, at)
         lookup.end = at
         lookup.failure = _failure(event.error)
-        lookup.error = _text(event.error)
+        lookup.error = first_line(event.error)
         self.note(at, "dns_error", ("family", lookup.family), ("error", lookup.error))
 
     def on_attempt_started(self, event: _trace.AttemptStarted, at: float) -> None:
@@ -609,7 +610,7 @@ class _Builder:
         attempt.end, attempt.outcome = at, "failed"
         attempt.failure = _failure(event.error)
         attempt.errno = _errno(event.error)
-        attempt.error = _text(event.error)
+        attempt.error = first_line(event.error)
         self.note(
             at,
             "connection_attempt_failed",
@@ -717,7 +718,7 @@ class _Builder:
         if peer is not None:
             end_data.append(("peer", peer))
         if told:
-            end_data.append(("error", _text(error)))  # type: ignore[arg-type]
+            end_data.append(("error", first_line(error)))  # type: ignore[arg-type]
         self.note(duration, "connection_" + _END_EVENTS[outcome], *end_data)
         return ConnectionReport(
             call="connect" if self.call == "connect" else "start_connection",
@@ -730,7 +731,7 @@ class _Builder:
             winner=self.winner if outcome == "connected" else None,
             error_type=type(error).__name__ if told else None,
             errno=_errno(error) if told else None,  # type: ignore[arg-type]
-            error=_text(error) if told else None,  # type: ignore[arg-type]
+            error=first_line(error) if told else None,  # type: ignore[arg-type]
             delay=_delay_value(self.options["happy_eyeballs_delay"]),
             attempt_timeout=_number(self.options["attempt_timeout"]),
             timeout=_number(self.options["timeout"]),
@@ -852,7 +853,7 @@ def _errno(error: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def _text(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     """The error's message, first line only (notes are not part of ``str()``)."""
     text = str(error)
     return text.splitlines()[0] if text else type(error).__name__
