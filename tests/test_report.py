@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import inspect
 import json
 import socket
 from collections.abc import Callable
@@ -891,3 +892,14 @@ def test_human_durations() -> None:
         "2.25 s",
         "10 s",
     ]
+
+
+@pytest.mark.parametrize("function", [happydial.start_connection, happydial.connect])
+def test_the_hook_keeps_signatures_and_docs(function: Callable[..., Any]) -> None:
+    # aiohttp autospecs start_connection; Sphinx and help() read the docstring.
+    wrapped = function.__wrapped__  # type: ignore[attr-defined]
+    assert inspect.iscoroutinefunction(function)
+    assert inspect.signature(function) == inspect.signature(wrapped)
+    assert function.__doc__ == wrapped.__doc__
+    assert function.__module__ in ("happydial._racer", "happydial._connect")
+    assert function.__name__ == wrapped.__name__
