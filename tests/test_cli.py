@@ -398,6 +398,12 @@ def test_resolution_failure_is_said_once(aaaa: OSError, a: OSError) -> None:
         ("ResolutionStarted", "A"),
         ("ResolutionFailed", "A"),
     ]
+    fields = result["report"]["traces"][0]["report"]
+    assert (fields["outcome"], fields["error_type"]) == ("failed", "gaierror")
+    assert [(lookup["family"], lookup["error"]) for lookup in fields["lookups"]] == [
+        ("AAAA", str(aaaa)),
+        ("A", str(a)),
+    ]
     one_family = asyncio.run(connect_error(resolver, family=socket.AF_INET))
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdout=out, stderr=err, connect_options=lambda: {"resolver": resolver})
@@ -432,6 +438,8 @@ def test_connection_failure_on_real_sockets(refused_port: int) -> None:
     assert result["ok"] is False
     assert result["error"].startswith(f"cannot connect to 127.0.0.1 port {refused_port}: ")
     assert [e["event"] for e in result["timeline"]] == ["AttemptStarted", "AttemptFailed"]
+    [attempt] = result["report"]["traces"][0]["report"]["attempts"]
+    assert (attempt["outcome"], attempt["failure"]) == ("failed", "refused")
 
 
 def test_timeout_gives_up_with_the_timeline_so_far() -> None:
@@ -444,6 +452,28 @@ def test_timeout_gives_up_with_the_timeline_so_far() -> None:
         ("AttemptFailed", 2500.0),
         ("AttemptFailed", 2500.0),
     ]
+    # The deadline is connect()'s own: its report says so, attempt by attempt.
+    [trace] = result["report"]["traces"]
+    assert trace["description"] == (
+        "timed out after 2.5 s; AAAA answered in 9 ms; A answered in 10 ms;"
+        " [2001:db8::20]:443 timed out after 2.49 s; 192.0.2.20:443 timed out after 2.24 s"
+    )
+    assert trace["events"][-1]["name"] == "happy_eyeballs:connection_timed_out"
+
+
+def test_json_report_is_the_documented_one() -> None:
+    # docs/cli.md shows this description (read with jq): keep the two in step.
+    status, output = run_cli(["example.org", "443", "--json"])
+    assert status == 0
+    report = json.loads(output)["report"]
+    assert report["qlog_version"] == "0.3"
+    [trace] = report["traces"]
+    assert trace["description"] == (
+        "connected to 192.0.2.10:443 in 282 ms; AAAA answered in 14 ms; A answered in 11 ms;"
+        " [2001:db8::10]:443 cancelled after 268 ms; 192.0.2.10:443 connected after 18 ms"
+    )
+    assert trace["description"] in (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert [a["outcome"] for a in trace["report"]["attempts"]] == ["cancelled", "connected"]
 
 
 def test_timeout_is_the_old_name_of_deadline() -> None:
@@ -553,6 +583,9 @@ def test_ctrl_c_prints_the_timeline_so_far(as_json: bool) -> None:
         result = json.loads(out.getvalue())
         assert (result["ok"], result["error"], err.getvalue()) == (False, "interrupted", "")
         assert [e["event"] for e in result["timeline"]] == ["ResolutionStarted"] * 2
+        fields = result["report"]["traces"][0]["report"]
+        assert fields["outcome"] == "cancelled"
+        assert [lookup["outcome"] for lookup in fields["lookups"]] == ["abandoned"] * 2
     else:
         assert [line.split(" ms  ", 1)[1] for line in out.getvalue().splitlines()] == [
             "lookup AAAA db.test started",
@@ -596,6 +629,14 @@ def test_ctrl_c_before_anything_ran() -> None:
     err = io.StringIO()
     assert main(["db.test", "5432"], env=Environment(stderr=err, run=interrupt)) == 130
     assert err.getvalue() == "happydial: interrupted\n"
+    out = io.StringIO()
+    assert main(["db.test", "5432", "--json"], env=Environment(stdout=out, run=interrupt)) == 130
+    assert json.loads(out.getvalue()) == {
+        "ok": False,
+        "error": "interrupted",
+        "timeline": [],
+        "report": None,  # no connection was started
+    }
 
 
 # ---------------------------------------------------------------------------

@@ -210,6 +210,65 @@ def test_request_past_dead_and_refusing_addresses(
     run(main)
 
 
+def test_a_recording_explains_aiohttps_connection(
+    run: Runner[Any], happydial_in_aiohttp: Recorder
+) -> None:
+    """``with happydial.recording()`` around a request: the report of aiohttp's call."""
+
+    async def main() -> None:
+        with dead("127.0.0.2") as dead_port, refusing_endpoints("127.0.0.3") as refused:
+            async with serving("127.0.0.1") as (live_port,):
+                endpoints = [("127.0.0.2", dead_port), *refused, ("127.0.0.1", live_port)]
+                async with _session(
+                    StaticResolver(endpoints), happy_eyeballs_delay=0.05
+                ) as session:
+                    with happydial.recording() as rec:
+                        async with session.get("http://service.test/") as response:
+                            assert response.status == 200
+        [report] = rec.reports
+        refused_port = refused[0][1]
+        assert (report.call, report.outcome, report.peer, report.winner, report.delay) == (
+            "start_connection",
+            "connected",
+            f"127.0.0.1:{live_port}",
+            2,
+            0.05,
+        )
+        assert report.addresses == tuple(f"{host}:{port}" for host, port in endpoints)
+        assert [(a.address, a.outcome, a.failure) for a in report.attempts] == [
+            (f"127.0.0.2:{dead_port}", "cancelled", None),
+            (f"127.0.0.3:{refused_port}", "failed", "refused"),
+            (f"127.0.0.1:{live_port}", "connected", None),
+        ]
+        # The refusing address was tried once the dead one had had its 50 ms.
+        assert report.attempts[1].start >= 0.05
+
+    run(main)
+
+
+@needs_ipv6
+def test_a_recording_explains_every_round_of_aiohttps(
+    run: Runner[Any], happydial_in_aiohttp: Recorder
+) -> None:
+    """Five refused addresses: aiohttp's four calls, four reports; its error has the last."""
+
+    async def main() -> None:
+        with refusing_endpoints(*FIVE_REFUSERS) as endpoints:
+            async with _session(StaticResolver(endpoints), happy_eyeballs_delay=0.05) as session:
+                with (
+                    happydial.recording() as rec,
+                    pytest.raises(aiohttp.ClientConnectorError) as info,
+                ):
+                    await session.get("http://service.test/")
+        assert [len(report.attempts) for report in rec.reports] == [5, 3, 2, 1]
+        assert all(report.outcome == "failed" for report in rec.reports)
+        assert all(a.failure == "refused" for r in rec.reports for a in r.attempts)
+        # aiohttp raises ClientConnectorError from happydial's error: the report follows.
+        assert happydial.connection_report(info.value) is rec.reports[-1]
+
+    run(main)
+
+
 def test_keep_alive_reuses_the_connection(run: Runner[Any], happydial_in_aiohttp: Recorder) -> None:
     recorder = happydial_in_aiohttp
 

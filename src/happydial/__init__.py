@@ -17,6 +17,7 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_delays``: ``DelayPolicy`` and its kinds, the attempt delay per attempt (pure).
 * ``_errors``: what is raised when every attempt fails.
 * ``_trace``: the events a ``trace`` callable receives.
+* ``_report``: ``recording()`` and ``ConnectionReport``, a call's trace as one value.
 * ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
 * ``_nat64``: NAT64 address arithmetic (RFC 6052) and prefix parsing (RFC 7050, 8781), pure.
 * ``_dns64``: ``Nat64Discovery``, the network's NAT64 prefixes found once (RFC 7050).
@@ -57,6 +58,13 @@ from ._nat64 import nat64_prefixes_from_answers as nat64_prefixes_from_answers
 from ._nat64 import parse_pref64_option as parse_pref64_option
 from ._nat64 import synthesize_addr_infos as synthesize_addr_infos
 from ._racer import start_connection as start_connection
+from ._report import AttemptReport as AttemptReport
+from ._report import ConnectionReport as ConnectionReport
+from ._report import LookupReport as LookupReport
+from ._report import Recording as Recording
+from ._report import ReportEvent as ReportEvent
+from ._report import connection_report as connection_report
+from ._report import recording as recording
 from ._resolver import Resolver as Resolver
 from ._resolver import ResolverPoolSettings as ResolverPoolSettings
 from ._resolver import configure_resolver_pool as configure_resolver_pool
@@ -92,8 +100,10 @@ __all__ = [  # noqa: RUF022
     "AiodnsResolver",
     "AttemptCancelled",
     "AttemptFailed",
+    "AttemptReport",
     "AttemptStarted",
     "AttemptSucceeded",
+    "ConnectionReport",
     "ConstantDelay",
     "DelayAdjusted",
     "DelayPolicy",
@@ -101,12 +111,15 @@ __all__ = [  # noqa: RUF022
     "ExponentialDelay",
     "HistoryReordered",
     "LanDelay",
+    "LookupReport",
     "MAX_DELAY",
     "MIN_DELAY",
     "Nat64Discovery",
     "Nat64Prefix",
     "Nat64State",
     "RECOMMENDED_MIN_DELAY",
+    "Recording",
+    "ReportEvent",
     "ResolutionFailed",
     "ResolutionFinished",
     "ResolutionStarted",
@@ -123,6 +136,7 @@ __all__ = [  # noqa: RUF022
     "addr_to_addr_infos",
     "configure_resolver_pool",
     "connect",
+    "connection_report",
     "create_connection",
     "default_nat64_discovery",
     "default_source_cache",
@@ -136,6 +150,7 @@ __all__ = [  # noqa: RUF022
     "parse_pref64_option",
     "pop_addr_infos_interleave",
     "probe_source",
+    "recording",
     "remove_addr_infos",
     "sort_addr_infos",
     "staggered_race",

@@ -6,7 +6,8 @@ The output contract (documented in ``docs/cli.md``, checked by ``tests/test_cli.
   happens, then ``connected to ADDRESS in N ms``. A failed connection prints the
   timeline on stdout and one line, ``happydial: ...``, on stderr.
 * ``--json``: exactly one JSON object on stdout, for a success and for a failed or
-  interrupted connection alike; nothing on stderr.
+  interrupted connection alike; nothing on stderr. Its ``"report"`` is the call's
+  establishment report (``ConnectionReport.to_json()``, qlog-shaped).
 * A bad argument is one line on stderr, ``happydial: error: ...``, and nothing runs.
 * Exit status: 0 connected, 1 no connection, 2 bad arguments, 130 interrupted (Ctrl-C,
   after printing the timeline so far).
@@ -32,6 +33,7 @@ from ._connect import connect
 from ._delays import DelayPolicy, ExponentialDelay, LanDelay
 from ._errors import format_sockaddr
 from ._racer import start_connection
+from ._report import Recording, first_line, recording
 from ._trace import TraceEvent
 from ._validate import DEFAULT_MAX_IN_FLIGHT
 from ._version import __version__
@@ -124,7 +126,7 @@ class Timeline:
             }[type(event)]
             text = f"attempt {event.attempt} {where} {verb}"
             if isinstance(event, _trace.AttemptFailed):
-                record["error"] = _first_line(event.error)
+                record["error"] = first_line(event.error)
                 text += f": {record['error']}"
         return text, record
 
@@ -158,11 +160,6 @@ def _fam(family: int) -> str:
     return "AAAA" if family == socket.AF_INET6 else "A"
 
 
-def _first_line(error: BaseException) -> str:
-    """The error's message without the notes (``while connecting to ...``)."""
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
 @dataclass
 class _Run:
     """One invocation: its arguments, where it writes, and what it has seen so far."""
@@ -170,15 +167,23 @@ class _Run:
     args: argparse.Namespace
     env: Environment
     timeline: Timeline | None = None
+    recorded: Recording | None = None
 
     def write_json(self, result: dict[str, object]) -> None:
         self.env.stdout.write(json.dumps(result) + "\n")
+
+    def report(self) -> dict[str, object] | None:
+        """The JSON of the latest call's establishment report, if a call was made."""
+        reports = self.recorded.reports if self.recorded is not None else []
+        return reports[-1].to_json() if reports else None
 
     def interrupted(self) -> int:
         """Ctrl-C: the timeline so far was printed (text) or goes into the JSON."""
         records = self.timeline.records() if self.timeline is not None else []
         if self.args.json:
-            self.write_json({"ok": False, "error": "interrupted", "timeline": records})
+            self.write_json(
+                {"ok": False, "error": "interrupted", "timeline": records, "report": self.report()}
+            )
         else:
             self.env.stderr.write("happydial: interrupted\n")
         return EXIT_INTERRUPTED
@@ -390,16 +395,17 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
     limit = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
     started = loop.time()
     try:
-        sock = await connect(
-            host,
-            port,
-            family=family,
-            happy_eyeballs_delay=_attempt_delay(args),
-            trace=timeline,
-            timeout=limit,
-            max_in_flight=args.max_in_flight,
-            **env.connect_options(),
-        )
+        with recording() as run.recorded:
+            sock = await connect(
+                host,
+                port,
+                family=family,
+                happy_eyeballs_delay=_attempt_delay(args),
+                trace=timeline,
+                timeout=limit,
+                max_in_flight=args.max_in_flight,
+                **env.connect_options(),
+            )
     except ValueError as exc:  # connect() checks its arguments first: a bad zone, say
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -409,11 +415,18 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
             )
         elif isinstance(exc, socket.gaierror):
             # "cannot resolve 'HOST' ...": connect() names the families; say it once.
-            error = exc.strerror or _first_line(exc)
+            error = exc.strerror or first_line(exc)
         else:
-            error = f"cannot connect to {_quote(host)} port {port}: {_first_line(exc)}"
+            error = f"cannot connect to {_quote(host)} port {port}: {first_line(exc)}"
         if args.json:
-            run.write_json({"ok": False, "error": error, "timeline": timeline.records()})
+            run.write_json(
+                {
+                    "ok": False,
+                    "error": error,
+                    "timeline": timeline.records(),
+                    "report": run.report(),
+                }
+            )
         else:
             env.stderr.write(f"happydial: {error}\n")
         return EXIT_FAILED
@@ -421,7 +434,13 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
     elapsed = timeline.ms(loop.time())
     if args.json:
         run.write_json(
-            {"ok": True, "peer": timeline.winner(), "ms": elapsed, "timeline": timeline.records()}
+            {
+                "ok": True,
+                "peer": timeline.winner(),
+                "ms": elapsed,
+                "timeline": timeline.records(),
+                "report": run.report(),
+            }
         )
     else:
         env.stdout.write(f"connected to {timeline.winner()} in {elapsed:.1f} ms\n")

@@ -45,6 +45,7 @@ from ._errors import deadline_error, format_sockaddr
 from ._history import AddressHistory
 from ._ipv6only import LastResort, Synthesis, check_nat64_options, explain
 from ._racer import ConnectRace, apply_history, check_ip_literals
+from ._report import reported
 from ._resolver import (
     PendingLookup,
     Resolver,
@@ -422,6 +423,7 @@ _FAMILIES: dict[int, list[int]] = {
 }
 
 
+@reported
 async def connect(
     host: str,
     port: int,

@@ -27,11 +27,13 @@ __all__ = [
     "deadline_error",
     "failed_addr_infos",
     "format_sockaddr",
+    "is_deadline_error",
     "no_local_address_error",
     "tag_error",
 ]
 
 _ADDR_INFO_ATTRIBUTE = "happydial_addr_info"
+_DEADLINE_ATTRIBUTE = "happydial_deadline"  # the timeout= that passed
 
 
 def format_sockaddr(sockaddr: tuple[object, ...]) -> str:
@@ -126,9 +128,15 @@ def deadline_error(timeout: float, errors: list[Exception], what: str = "") -> T
     tried = sum(1 for e in errors if hasattr(e, _ADDR_INFO_ATTRIBUTE))
     counted = f"{tried} attempt{'' if tried == 1 else 's'}"
     error = TimeoutError(f"no connection{what} within {timeout:g} s ({counted})")
+    setattr(error, _DEADLINE_ATTRIBUTE, timeout)
     if errors:
         error.__cause__ = ExceptionGroup("what was still pending or had failed", errors)
     return error
+
+
+def is_deadline_error(error: BaseException) -> bool:
+    """Whether *error* is the one :func:`deadline_error` built (not an attempt's timeout)."""
+    return getattr(error, _DEADLINE_ATTRIBUTE, None) is not None
 
 
 _OSERROR_FIELDS = ("errno", "strerror", "filename", "filename2")

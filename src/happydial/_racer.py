@@ -43,6 +43,7 @@ from ._delays import MAX_DELAY, MIN_DELAY, DelayPolicy, effective_delay
 from ._driver import LoopRace
 from ._errors import aggregate_errors, deadline_error, tag_error
 from ._history import AddressHistory, failure_kind, sort_by_history
+from ._report import reported
 from ._schedule import Schedule
 from ._sockets import (
     Attempt,
@@ -309,6 +310,7 @@ def apply_history(
     return ordered
 
 
+@reported
 async def start_connection(
     addr_infos: Iterable[AddrInfoType],
     *,
