@@ -1,0 +1,156 @@
+"""A scripted network and a virtual clock for the blocking racer (``happydial.sync``).
+
+The blocking driver takes its clock and its selector as seams. :class:`FakeNet`
+provides both: sockets whose ``connect_ex`` answers as scripted (at once, or after a
+delay on the virtual clock, or never), and a selector whose ``select(timeout)``
+advances the clock to the next scripted outcome or to the end of the timeout,
+whichever comes first, so a race of minutes runs in microseconds.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import math
+import selectors
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from happydial import AddrInfoType
+from happydial._blocking import BlockingRace
+
+ERRNOS = {
+    "connect": 0,
+    "refuse": errno.ECONNREFUSED,
+    "unreachable": errno.ENETUNREACH,
+    "reset": errno.ECONNRESET,
+    "hang": 0,
+}
+
+
+class FakeSock:
+    """A socket whose connect answers as its address is scripted."""
+
+    def __init__(self, net: FakeNet, addr_info: AddrInfoType) -> None:
+        self.net = net
+        self.addr_info = addr_info
+        self.fd = net.next_fd()
+        self.close_count = 0
+        self.blocking = True
+        self.timeout: float | None = None
+        self.ready_at = math.inf
+        self.error = 0
+        self.bound: tuple[Any, ...] | None = None
+        net.sockets.append(self)
+
+    def bind(self, address: tuple[Any, ...]) -> None:
+        self.bound = address
+
+    def fileno(self) -> int:
+        return self.fd if self.close_count == 0 else -1
+
+    def setblocking(self, flag: bool) -> None:
+        self.blocking = flag
+        self.timeout = None if flag else 0.0
+
+    def settimeout(self, value: float | None) -> None:
+        self.timeout = value
+        self.blocking = value is None or value > 0
+
+    def getblocking(self) -> bool:
+        return self.blocking
+
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
+    def close(self) -> None:
+        self.close_count += 1
+
+    def connect_ex(self, address: tuple[Any, ...]) -> int:
+        assert self.close_count == 0, "connect on a closed socket"
+        host = address[0]
+        delay, outcome, at_once = self.net.scripts[host]
+        self.net.start_times[host] = self.net.now
+        self.error = ERRNOS[outcome]
+        if at_once:
+            return self.error
+        if outcome != "hang":
+            self.ready_at = self.net.now + delay
+        return errno.EINPROGRESS
+
+    def getsockopt(self, level: int, option: int) -> int:
+        assert (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR)
+        return self.error
+
+
+class FakeSelector(selectors.BaseSelector):
+    """Write-readiness by the script, on the virtual clock."""
+
+    def __init__(self, net: FakeNet) -> None:
+        self.net = net
+        self.keys: dict[Any, selectors.SelectorKey] = {}
+        self.closed = False
+        net.selectors.append(self)
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        assert fileobj not in self.keys, "registered twice"
+        key = selectors.SelectorKey(fileobj, fileobj.fileno(), events, data)
+        self.keys[fileobj] = key
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self.keys.pop(fileobj)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        net = self.net
+        socks = [k.fileobj for k in self.keys.values() if isinstance(k.fileobj, FakeSock)]
+        first = min((s.ready_at for s in socks), default=math.inf)
+        until = math.inf if timeout is None else net.now + timeout
+        assert min(first, until) < math.inf, "the race waits forever"
+        if first > net.now:
+            net.now = min(first, until)
+        net.selects += 1
+        ready = sorted((s for s in socks if s.ready_at <= net.now), key=lambda s: s.ready_at)
+        return [(self.keys[s], selectors.EVENT_WRITE) for s in ready]
+
+    def close(self) -> None:
+        self.closed = True
+        self.keys.clear()
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self.keys
+
+
+class FakeNet:
+    """Scripts per host, the virtual clock, and every socket and selector made."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.scripts: dict[str, tuple[float, str, bool]] = {}
+        self.start_times: dict[str, float] = {}
+        self.sockets: list[FakeSock] = []
+        self.selectors: list[FakeSelector] = []
+        self.selects = 0
+        self._fd = 1000
+
+    def script(
+        self, host: str, delay: float = 0.0, outcome: str = "connect", *, at_once: bool = False
+    ) -> None:
+        self.scripts[host] = (delay, outcome, at_once)
+
+    def next_fd(self) -> int:
+        self._fd += 1
+        return self._fd
+
+    def clock(self) -> float:
+        return self.now
+
+    def socket_factory(self, addr_info: AddrInfoType) -> socket.socket:
+        return FakeSock(self, addr_info)  # type: ignore[return-value]
+
+    def race_class(self) -> Any:
+        """``BlockingRace`` on this network's clock and selector (patch it into sync)."""
+        return functools.partial(
+            BlockingRace, clock=self.clock, new_selector=lambda: FakeSelector(self)
+        )
