@@ -106,13 +106,21 @@ class FakeSelector(selectors.BaseSelector):
         net = self.net
         socks = [k.fileobj for k in self.keys.values() if isinstance(k.fileobj, FakeSock)]
         first = min((s.ready_at for s in socks), default=math.inf)
+        first = min(first, min((lookup.at for lookup in net.lookups), default=math.inf))
         until = math.inf if timeout is None else net.now + timeout
         assert min(first, until) < math.inf, "the race waits forever"
         if first > net.now:
             net.now = min(first, until)
         net.selects += 1
+        events = []
+        if net.answer_due():  # the answers were posted: the wake-up socket is readable
+            events += [
+                (key, selectors.EVENT_READ)
+                for key in self.keys.values()
+                if not isinstance(key.fileobj, FakeSock)
+            ]
         ready = sorted((s for s in socks if s.ready_at <= net.now), key=lambda s: s.ready_at)
-        return [(self.keys[s], selectors.EVENT_WRITE) for s in ready]
+        return events + [(self.keys[s], selectors.EVENT_WRITE) for s in ready]
 
     def close(self) -> None:
         self.closed = True
@@ -120,6 +128,20 @@ class FakeSelector(selectors.BaseSelector):
 
     def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
         return self.keys
+
+
+class FakeLookup:
+    """One scripted lookup: its answer is posted (as a pool thread would) at ``at``."""
+
+    def __init__(self, at: float, on_answer: Any, result: Any, error: Exception | None) -> None:
+        self.at = at
+        self.on_answer = on_answer
+        self.result = result
+        self.error = error
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class FakeNet:
@@ -132,12 +154,42 @@ class FakeNet:
         self.sockets: list[FakeSock] = []
         self.selectors: list[FakeSelector] = []
         self.selects = 0
+        self.dns: dict[int, tuple[float, Any]] = {}  # family -> (delay, entries or error)
+        self.lookups: list[FakeLookup] = []
+        self.asked: list[tuple[str, int, int]] = []
         self._fd = 1000
 
     def script(
         self, host: str, delay: float = 0.0, outcome: str = "connect", *, at_once: bool = False
     ) -> None:
         self.scripts[host] = (delay, outcome, at_once)
+
+    def answer(self, family: int, delay: float, answer: Any) -> None:
+        """Script the lookup of *family*: after *delay*, *answer* (addresses or an error)."""
+        self.dns[family] = (delay, answer)
+
+    def getaddrinfo(self, host: str, port: int, family: int, on_answer: Any) -> FakeLookup:
+        """``start_threaded_getaddrinfo`` on the virtual clock."""
+        self.asked.append((host, port, family))
+        delay, answer = self.dns[family]
+        error = answer if isinstance(answer, Exception) else None
+        result = (
+            None if error is not None else [(*a[:4], (*a[4][:1], port, *a[4][2:])) for a in answer]
+        )
+        lookup = FakeLookup(self.now + delay, on_answer, result, error)
+        self.lookups.append(lookup)
+        return lookup
+
+    def answer_due(self) -> bool:
+        """Post the answers whose time has come; whether any was posted."""
+        due = [lookup for lookup in self.lookups if lookup.at <= self.now]
+        self.lookups = [lookup for lookup in self.lookups if lookup.at > self.now]
+        posted = False
+        for lookup in due:
+            if not lookup.cancelled:
+                lookup.on_answer(lookup.result, lookup.error)
+                posted = True
+        return posted
 
     def next_fd(self) -> int:
         self._fd += 1
@@ -149,8 +201,12 @@ class FakeNet:
     def socket_factory(self, addr_info: AddrInfoType) -> socket.socket:
         return FakeSock(self, addr_info)  # type: ignore[return-value]
 
-    def race_class(self) -> Any:
-        """``BlockingRace`` on this network's clock and selector (patch it into sync)."""
+    def race_class(self, *, sockets: bool = False) -> Any:
+        """``BlockingRace`` on this network's clock and selector (patch it into sync).
+
+        *sockets*: and on its sockets, for ``create_connection`` (which takes no factory).
+        """
+        extra: dict[str, Any] = {"socket_factory": self.socket_factory} if sockets else {}
         return functools.partial(
-            BlockingRace, clock=self.clock, new_selector=lambda: FakeSelector(self)
+            BlockingRace, clock=self.clock, new_selector=lambda: FakeSelector(self), **extra
         )

@@ -352,3 +352,12 @@ def test_a_real_refusal() -> None:
         sync.start_connection([ai("127.0.0.1", port)])
     assert info.value.errno == errno.ECONNREFUSED
     assert failed_addr_infos(info.value) == [ai("127.0.0.1", port)]
+
+
+def test_a_failure_after_the_win_is_ignored(net: FakeNet) -> None:
+    result, end = run(net, [(A6, 0.5, "connect"), (A4, 0.25, "refuse")], happy_eyeballs_delay=0.25)
+    assert isinstance(result, FakeSock)
+    assert result.addr_info[4][0] == A6
+    assert end == pytest.approx(0.5)
+    assert [s.close_count for s in net.sockets] == [0, 1]
+    result.close()

@@ -435,10 +435,10 @@ class Lookups:
         race = self.race
         race.schedule.keep_feeding()
         for family in self.families:
-            if race.schedule.phase is DONE:
-                return  # a trace raised: ask nothing more
             if race.trace is not None:
                 race.emit(_trace.ResolutionStarted(self.host, family, race.clock()))
+                if race.schedule.phase is DONE:
+                    return  # the trace raised: ask nothing
             local = localhost_addr_infos(self.host, self.port, family)
             if local is not None:
                 self.answered(family, local, None)
@@ -499,9 +499,9 @@ class Lookups:
                 self.seen.add(key)
                 fresh.append(entry)
         if fresh and self.waiting and self._should_wait(family, fresh):
-            self.held += fresh
-            if self.release_at is None:
-                self.release_at = race.clock() + self.resolution_delay
+            # Held only while the other family's lookup runs, so nothing else is held.
+            self.held = fresh
+            self.release_at = race.clock() + self.resolution_delay
         else:
             self._feed(fresh + self._take_held())
         if not self.waiting:

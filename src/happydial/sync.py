@@ -55,11 +55,7 @@ _UNSET: Any = object()
 
 def _blocking(sock: socket.socket, timeout: float | None) -> socket.socket:
     """Hand the winner over as the caller expects it: blocking, or with *timeout*."""
-    try:
-        sock.settimeout(timeout)
-    except BaseException:
-        sock.close()
-        raise
+    sock.settimeout(timeout)
     return sock
 
 
@@ -338,13 +334,11 @@ def _create(
             raise
         # The stdlib raises the last attempt's error (its loop clears the others).
         raise group.exceptions[-1] from None
-    except OSError:  # no attempt at all: what the lookups said
-        if lookups is None or race.started:
-            raise
-        errors = lookups.errors
+    except OSError:  # nothing was tried (an IP literal always is): the lookups failed
+        errors = lookups.errors if lookups is not None else {}
         error = errors.get(socket.AF_INET) or errors.get(socket.AF_INET6)
         if error is None:
-            raise
+            raise  # not the lookups': a trace callable raised it
         raise error from None
     finally:
         if lookups is not None:
