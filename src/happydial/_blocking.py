@@ -33,21 +33,21 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from . import _trace
-from ._addresses import AddrInfoType, SocketFactoryType, interleave_families
+from ._addresses import AddrInfoType, SocketFactoryType
 from ._errors import aggregate_errors, deadline_error
 from ._history import AddressHistory
 from ._racer import ConnectRace
 from ._resolver import ThreadedLookup, localhost_addr_infos, start_threaded_getaddrinfo
 from ._schedule import DONE, DROP, FAILED, FINISHED, IGNORED, Schedule
-from ._selection import rank_by_sources, ranks_below_ipv4
+from ._selection import merge_answers, ranks_below_ipv4
 from ._sockets import _immediate_error, connect_address, make_socket
 from ._trace import TraceType
 
-__all__ = ["BlockingRace", "Lookups", "merge_answers"]
+__all__ = ["BlockingRace", "Lookups"]
 
 Clock = Callable[[], float]
 NewSelector = Callable[[], selectors.BaseSelector]
@@ -357,36 +357,6 @@ class BlockingRace:
 # ---------------------------------------------------------------------------
 # Host names: lookups on the pool, answers by RFC 8305 sections 3 and 4
 # ---------------------------------------------------------------------------
-
-
-def merge_answers(
-    untried: Iterable[AddrInfoType],
-    new: list[AddrInfoType],
-    started: list[AddrInfoType],
-    count: int,
-    sources: Callable[[AddrInfoType], object],
-) -> list[AddrInfoType]:
-    """The untried addresses with *new* ones, in the order to try them (section 4).
-
-    Sorted by RFC 6724 with the source address of each (``sources``), then
-    interleaved: the preferred family's first *count*, then alternating where the
-    race left off (*started*); addresses with no usable source go last.
-    """
-    ranked, usable = rank_by_sources([*untried, *new], sources)
-    unusable = ranked[usable:]
-    ranked = ranked[:usable]
-    preferred = ranked[0][0] if ranked else socket.AF_INET6
-    same = [a for a in ranked if a[0] == preferred]
-    other = [a for a in ranked if a[0] != preferred]
-    tried = sum(1 for a in started if a[0] == preferred)
-    last = started[-1][0] if started else None
-    if last is None or (last == preferred and tried < count):
-        merged = interleave_families(same + other, count - tried)
-    elif last == preferred:
-        merged = interleave_families(other + same, 1)  # the other family's turn
-    else:
-        merged = interleave_families(same + other, 1)  # the preferred family's turn
-    return merged + unusable
 
 
 class Lookups:
