@@ -43,7 +43,7 @@ from ._validate import (
 __all__ = ["DEFAULT_DELAY", "create_connection", "start_connection"]
 
 DEFAULT_DELAY = 0.25
-"""The Connection Attempt Delay both functions use by default: RFC 8305's 250 ms.
+"""The Connection Attempt Delay both functions use by default, RFC 8305's 250 ms.
 
 Unlike :func:`happydial.start_connection`, whose ``None`` default matches
 aiohappyeyeballs for aiohttp, the blocking API has no caller to stay compatible
