@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import math
 import selectors
 import socket
@@ -109,6 +110,11 @@ class FakeSelector(selectors.BaseSelector):
         first = min(first, min((lookup.at for lookup in net.lookups), default=math.inf))
         until = math.inf if timeout is None else net.now + timeout
         assert min(first, until) < math.inf, "the race waits forever"
+        times = sorted(s.ready_at for s in socks if s.ready_at < math.inf)
+        if first < math.inf and (
+            abs(first - until) < 1e-9 or any(b - a < 1e-9 for a, b in itertools.pairwise(times))
+        ):
+            net.ties += 1  # two things due at one instant: which goes first is a driver's pick
         if first > net.now:
             net.now = min(first, until)
         net.selects += 1
@@ -154,6 +160,7 @@ class FakeNet:
         self.sockets: list[FakeSock] = []
         self.selectors: list[FakeSelector] = []
         self.selects = 0
+        self.ties = 0
         self.dns: dict[int, tuple[float, Any]] = {}  # family -> (delay, entries or error)
         self.lookups: list[FakeLookup] = []
         self.asked: list[tuple[str, int, int]] = []
