@@ -80,6 +80,9 @@ class FakeSock:
             self.ready_at = self.net.now + delay
         return errno.EINPROGRESS
 
+    def getpeername(self) -> tuple[Any, ...]:
+        raise OSError(errno.ENOTCONN, "not connected")  # connects complete on the clock
+
     def getsockopt(self, level: int, option: int) -> int:
         assert (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR)
         return self.error

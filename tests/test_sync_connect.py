@@ -338,3 +338,19 @@ def test_an_answer_after_the_end_is_dropped() -> None:
     lookups.post(V6, [ai(A6)], None)
     assert lookups.answers == []
     lookups.close()  # twice: nothing more
+
+
+def test_an_ipv6_literal_is_never_looked_up(net: FakeNet) -> None:
+    net.script(A6, 0.01)
+    sock = cc((A6, 443))
+    assert sock.addr_info[4] == (A6, 443, 0, 0)
+    assert net.asked == []
+    sock.close()
+
+
+def test_a_name_with_a_colon_is_looked_up(net: FakeNet) -> None:
+    net.answer(V6, 0.0, no_address(V6))
+    net.answer(V4, 0.0, [ai(A4)])
+    net.script(A4, 0.01)
+    cc(("not:an-address", 80)).close()
+    assert [family for _, _, family in net.asked] == [V6, V4]

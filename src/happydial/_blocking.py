@@ -60,6 +60,26 @@ _RESOLUTION = time.get_clock_info("monotonic").resolution
 _WAKE = object()  # the selector data of the lookups' wake-up socket
 
 
+def _connected(sock: socket.socket) -> bool:
+    """Whether a connect that said EINPROGRESS has completed already.
+
+    On loopback the kernel finishes the handshake inside ``connect()``: asking for the
+    peer (``ENOTCONN`` while the handshake is under way, or after it failed) saves the
+    selector and its system calls, the bulk of what a race costs over a blocking
+    ``connect()``. A failed connect is left to ``SO_ERROR``, as any other.
+    """
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+# Few descriptors per race: poll() needs no descriptor of its own (epoll does) and no
+# system call to register one; select() where there is no poll (Windows).
+_DEFAULT_SELECTOR: NewSelector = getattr(selectors, "PollSelector", selectors.SelectSelector)
+
+
 def _is_failure(error: BaseException) -> bool:
     """The failure policy of the asyncio racer (``_racer.FAILURES``), without asyncio."""
     return isinstance(error, (OSError, RuntimeError))
@@ -98,8 +118,34 @@ class BlockingRace:
         max_in_flight: At most this many attempts pending at once.
         timeout: An overall deadline for the race, from now.
         clock: Monotonic seconds (``time.monotonic``; a virtual clock in tests).
-        new_selector: Makes the race's selector (``selectors.DefaultSelector``).
+        new_selector: Makes the race's selector (``selectors.PollSelector``).
     """
+
+    # Slots: a race is made per connection, and every attribute is set in __init__.
+    __slots__ = (
+        "attempt_timeout",
+        "clock",
+        "deadline",
+        "delay",
+        "errors",
+        "expiries",
+        "finished",
+        "history",
+        "local_addr_infos",
+        "lookups",
+        "loop",
+        "new_selector",
+        "schedule",
+        "selector",
+        "socket_factory",
+        "sockets",
+        "start_times",
+        "started",
+        "target",
+        "timeout",
+        "trace",
+        "watching",
+    )
 
     def __init__(
         self,
@@ -113,7 +159,7 @@ class BlockingRace:
         max_in_flight: int | None = None,
         timeout: float | None = None,
         clock: Clock = time.monotonic,
-        new_selector: NewSelector = selectors.DefaultSelector,
+        new_selector: NewSelector = _DEFAULT_SELECTOR,
     ) -> None:
         delay_after = self.delay_after if history is not None else None
         self.schedule: Schedule[AddrInfoType] = Schedule(
@@ -128,7 +174,8 @@ class BlockingRace:
         self.timeout = timeout
         self.clock = clock
         self.new_selector = new_selector
-        self.loop = _ClockOnly(clock)  # what the shared hooks read the time from
+        # What the shared hooks read the time from; they look only with a trace or history.
+        self.loop = None if trace is None and history is None else _ClockOnly(clock)
         self.deadline = None if timeout is None else clock() + timeout
         self.target = ""  # " to host:port", for the deadline's message
         self.started = self.schedule.started  # never rebound by the schedule
@@ -175,10 +222,13 @@ class BlockingRace:
             if self.schedule.phase is not DONE:  # the trace may have ended the race
                 err = sock.connect_ex(address)
                 if err in _IN_PROGRESS:
-                    self.selector.register(sock, selectors.EVENT_WRITE, index)  # type: ignore[union-attr]
-                    self.watching[index] = sock
-                    if self.attempt_timeout is not None:
-                        self.expiries[index] = now + self.attempt_timeout
+                    if _connected(sock):
+                        outcome = None  # done already (loopback): no selector, no wait
+                    else:
+                        self._selector().register(sock, selectors.EVENT_WRITE, index)
+                        self.watching[index] = sock
+                        if self.attempt_timeout is not None:
+                            self.expiries[index] = now + self.attempt_timeout
                 else:
                     outcome = None if err == 0 else _immediate_error(err, address)
         except Exception as exc:  # noqa: BLE001 - classified by the schedule
@@ -186,6 +236,13 @@ class BlockingRace:
         self.schedule.launched(index, now)
         if outcome is not True:
             self._report(index, outcome)  # type: ignore[arg-type]
+
+    def _selector(self) -> selectors.BaseSelector:
+        """The race's selector, made when first needed: a race won at once needs none."""
+        selector = self.selector
+        if selector is None:
+            selector = self.selector = self.new_selector()
+        return selector
 
     def _on_writable(self, index: int) -> None:
         sock = self.watching.pop(index)
@@ -287,16 +344,15 @@ class BlockingRace:
         Raises:
             BaseException: A programming error (a trace hook, a socket factory).
         """
-        self.selector = selector = self.new_selector()
         try:
             self.schedule.start()
             if self.lookups is not None:
-                self.lookups.start(selector)
+                self.lookups.start(self._selector())
             self._pump()
             while not self.finished:
                 at = self._next_wake()
                 wait = None if at is None else max(0.0, at - self.clock())
-                for key, _ in selector.select(wait):
+                for key, _ in self._selector().select(wait):
                     if key.data is _WAKE:
                         self.lookups.drain()  # type: ignore[union-attr]
                     else:
@@ -306,7 +362,8 @@ class BlockingRace:
         finally:
             if self.lookups is not None:
                 self.lookups.close()
-            selector.close()
+            if self.selector is not None:
+                self.selector.close()
         bug = self.schedule.bug
         if bug is not None:
             self.schedule.bug = None

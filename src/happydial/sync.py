@@ -198,6 +198,15 @@ def _host_port(address: object) -> tuple[str, int]:
 
 
 def _literal(host: str, port: int) -> list[AddrInfoType] | None:
+    """The addr_info of an IP literal *host*, or ``None`` for a name."""
+    try:
+        socket.inet_pton(socket.AF_INET, host)  # the common case, without ipaddress's cost
+    except OSError:
+        pass
+    else:
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+    if ":" not in host:
+        return None  # neither IPv4 nor IPv6 (which has a colon): a name
     try:
         ipaddress.ip_address(host)
     except ValueError:
