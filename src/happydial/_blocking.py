@@ -267,7 +267,8 @@ class BlockingRace:
     def _report(self, index: int, error: BaseException | None) -> None:
         schedule = self.schedule
         if error is None:
-            if schedule.succeeded(index):
+            # on_success only records and traces: without either, not even the call.
+            if schedule.succeeded(index) and (self.history is not None or self.trace is not None):
                 self.on_success(index)
             return
         verdict = schedule.failed(index, error)
@@ -305,14 +306,16 @@ class BlockingRace:
 
     def _finish(self) -> None:
         self.finished = True
-        for index in list(self.watching):
-            self._unwatch(index)
+        if self.watching:
+            for index in list(self.watching):
+                self._unwatch(index)
         if self.lookups is not None:
             self.lookups.close()
         pending = self.schedule.pending
-        for index in sorted(pending):
-            self.on_abort(index)
-        pending.clear()
+        if pending:
+            for index in sorted(pending):
+                self.on_abort(index)
+            pending.clear()
 
     def _next_wake(self) -> float | None:
         """The earliest time something is due, or ``None``: only I/O can move the race."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable
-from typing import Any
 
 from ._addresses import (
     AddrInfoType,
@@ -50,7 +49,7 @@ aiohappyeyeballs for aiohttp, the blocking API has no caller to stay compatible
 with: it races by default, as RFC 8305 recommends.
 """
 
-_UNSET: Any = object()
+_RESOLUTION_DELAY = 0.05  # RFC 8305 section 3's recommendation
 
 
 def _blocking(sock: socket.socket, timeout: float | None) -> socket.socket:
@@ -244,7 +243,7 @@ def create_connection(
     *,
     all_errors: bool = False,
     happy_eyeballs_delay: float | None = DEFAULT_DELAY,
-    resolution_delay: float = 0.05,
+    resolution_delay: float = _RESOLUTION_DELAY,
     first_address_family_count: int = 1,
     trace: TraceType | None = None,
     history: AddressHistory | None = None,
@@ -291,14 +290,24 @@ def create_connection(
     host, port = _host_port(address)
     if timeout is socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
         timeout = socket.getdefaulttimeout()
-    per_attempt = check_delay(timeout, "timeout", allow_zero=True)
-    delay = check_delay(happy_eyeballs_delay, "happy_eyeballs_delay", allow_zero=True)
-    res_delay = check_delay(resolution_delay, "resolution_delay", allow_zero=True)
-    count = check_count(first_address_family_count, "first_address_family_count")
-    check_callable(trace, "trace")
+    per_attempt = None if timeout is None else check_delay(timeout, "timeout", allow_zero=True)
+    # The defaults need no check ("is", not "=="): this runs for every connection.
+    delay = happy_eyeballs_delay
+    if delay is not DEFAULT_DELAY:
+        delay = check_delay(delay, "happy_eyeballs_delay", allow_zero=True)
+    res_delay: float | None = resolution_delay
+    if res_delay is not _RESOLUTION_DELAY:
+        res_delay = check_delay(res_delay, "resolution_delay", allow_zero=True)
+    count = first_address_family_count
+    if count != 1 or not is_int(count):
+        count = check_count(count, "first_address_family_count")
+    if trace is not None:
+        check_callable(trace, "trace")
     if history is not None and not isinstance(history, AddressHistory):
         raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
-    cap, _ = check_limits(max_in_flight, None)
+    cap = max_in_flight
+    if cap is not DEFAULT_MAX_IN_FLIGHT:
+        cap, _ = check_limits(cap, None)
     local = _source_addr_infos(source_address)
     race = BlockingRace(
         delay,
