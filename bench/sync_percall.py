@@ -50,10 +50,8 @@ IMPLEMENTATIONS: dict[str, Callable[[int], socket.socket]] = {
 
 def batch(connect: Callable[[int], socket.socket], port: int, size: int) -> tuple[float, float]:
     gc.collect()
-    socks = []
     cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(size):
-        socks.append(connect(port))
+    socks = [connect(port) for _ in range(size)]
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     for sock in socks:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
