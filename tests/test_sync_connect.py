@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from happydial import _blocking, sync
+from happydial._resolver import ThreadedLookup
 from happydial._trace import ResolutionFailed, ResolutionFinished, ResolutionStarted
 
 from .conftest import open_fds
@@ -354,3 +355,12 @@ def test_a_name_with_a_colon_is_looked_up(net: FakeNet) -> None:
     net.script(A4, 0.01)
     cc(("not:an-address", 80)).close()
     assert [family for _, _, family in net.asked] == [V6, V4]
+
+
+def test_an_abandoned_pool_lookup_never_runs_and_never_answers() -> None:
+    answers: list[object] = []
+    lookup = ThreadedLookup("example.org", 80, V4, lambda result, _error: answers.append(result))
+    lookup.cancel()
+    assert lookup() is None  # abandoned while queued: no C call
+    lookup._deliver([ai(A4)], None)  # an answer already on its way: dropped
+    assert answers == []
