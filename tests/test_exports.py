@@ -33,7 +33,7 @@ def test_every_name_in_all_exists() -> None:
 
 
 def test_implementation_modules_are_private() -> None:
-    public_submodules = {"testing"}
+    public_submodules = {"testing", "sync"}
     for info in pkgutil.iter_modules(happydial.__path__):
         assert info.name.startswith("_") or info.name in public_submodules, info.name
         importlib.import_module(f"happydial.{info.name}")
@@ -59,3 +59,41 @@ def test_every_public_name_is_documented() -> None:
     pages = [docs / "api.md", *sorted((docs / "guides").glob("*.md"))]
     documented = {m["name"] for page in pages for m in _DIRECTIVE.finditer(page.read_text())}
     assert set(happydial.__all__) - documented == set()
+
+
+def _defined_public_names(module: types.ModuleType) -> set[str]:
+    """The public names a module's own source defines (not those it imports)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {name for name in names if not name.startswith("_")}
+
+
+def test_sync_all_is_what_it_defines() -> None:
+    from happydial import sync
+
+    assert list(sync.__all__) == sorted(set(sync.__all__))
+    assert set(sync.__all__) == _defined_public_names(sync)
+    namespace: dict[str, object] = {}
+    exec("from happydial.sync import *", namespace)  # noqa: S102 - the star import is what is tested
+    namespace.pop("__builtins__")
+    assert set(namespace) == set(sync.__all__)
+
+
+def test_every_sync_name_is_documented() -> None:
+    from happydial import sync
+
+    text = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    directive = re.compile(
+        r"^\.\. auto(?:function|class|data):: happydial\.sync\.(\w+)", re.MULTILINE
+    )
+    assert set(sync.__all__) == set(directive.findall(text))

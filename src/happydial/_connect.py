@@ -35,7 +35,6 @@ from ._addresses import (
     AddrInfoType,
     SocketFactoryType,
     check_addr_infos,
-    interleave_families,
     literal_addr_info,
     normalise,
 )
@@ -53,7 +52,7 @@ from ._resolver import (
     localhost_addr_infos,
     start_getaddrinfo,
 )
-from ._selection import SourcesType, rank_by_sources, ranks_below_ipv4, sources_lookup
+from ._selection import SourcesType, merge_answers, ranks_below_ipv4, sources_lookup
 from ._sockets import being_cancelled
 from ._sources import bound_sources, default_source_cache
 from ._trace import TraceType
@@ -228,22 +227,7 @@ class _Feeder:
         race = self.race
         # Section 4: sort by RFC 6724 first (the untried addresses with the new
         # ones), then interleave the usable ones; those with no source go last.
-        ranked, usable = rank_by_sources([*race.schedule.items, *new], self.sources)
-        unusable = ranked[usable:]
-        ranked = ranked[:usable]
-        preferred = ranked[0][0] if ranked else socket.AF_INET6
-        same = [a for a in ranked if a[0] == preferred]
-        other = [a for a in ranked if a[0] != preferred]
-        tried = sum(1 for a in race.started if a[0] == preferred)
-        last = race.started[-1][0] if race.started else None
-        if last is None or (last == preferred and tried < self.count):
-            # The preferred family still has some of its First Address Family Count.
-            merged = interleave_families(same + other, self.count - tried)
-        elif last == preferred:
-            merged = interleave_families(other + same, 1)  # keep alternating: the other's turn
-        else:
-            merged = interleave_families(same + other, 1)  # keep alternating: the preferred's turn
-        merged += unusable
+        merged = merge_answers(race.schedule.items, new, race.started, self.count, self.sources)
         if race.history is not None:
             emit = race.emit if race.trace is not None else None
             merged = apply_history(race.history, merged, race.loop, emit)

@@ -441,7 +441,12 @@ class PendingLookup:
     __slots__ = ("family", "host", "mailbox", "on_answer", "port")
 
     def __init__(
-        self, host: str, port: int, family: int, mailbox: _Mailbox, on_answer: AnswerCallback
+        self,
+        host: str,
+        port: int,
+        family: int,
+        mailbox: _Mailbox | None,
+        on_answer: AnswerCallback,
     ) -> None:
         self.host = host
         self.port = port
@@ -457,14 +462,19 @@ class PendingLookup:
         """The job, on a pool thread: the C call, and the hand-back of its outcome."""
         if self.on_answer is None:
             return None  # abandoned while queued: do not spend a C call on it
-        try:
-            result = socket.getaddrinfo(
-                self.host, self.port, self.family, socket.SOCK_STREAM, socket.IPPROTO_TCP
-            )
-        except Exception as exc:  # noqa: BLE001 - whatever it is, the caller gets it
-            # Not only OSError: an invalid name (``"a..b"``) raises UnicodeError.
-            return functools.partial(self.mailbox.post, self, None, exc)
-        return functools.partial(self.mailbox.post, self, result, None)
+        return _getaddrinfo_job(self.host, self.port, self.family, self.mailbox.post, self)  # type: ignore[union-attr]
+
+
+def _getaddrinfo_job(
+    host: str, port: int, family: int, post: Callable[..., None], *first: object
+) -> Delivery:
+    """Run the C call; the hand-back ``post(*first, result, error)`` of its outcome."""
+    try:
+        result = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the caller gets it
+        # Not only OSError: an invalid name (``"a..b"``) raises UnicodeError.
+        return functools.partial(post, *first, None, exc)
+    return functools.partial(post, *first, result, None)
 
 
 class _Mailbox:
@@ -512,3 +522,45 @@ class _Mailbox:
 _mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
     weakref.WeakKeyDictionary()
 )
+
+
+# ---------------------------------------------------------------------------
+# Without a loop: the blocking API's lookups (happydial.sync)
+# ---------------------------------------------------------------------------
+
+
+def start_threaded_getaddrinfo(
+    host: str, port: int, family: int, on_answer: AnswerCallback
+) -> ThreadedLookup:
+    """Hand a ``getaddrinfo`` of *host* to the pool; *on_answer* runs on the pool thread.
+
+    The loop-free twin of :func:`start_getaddrinfo`, for ``happydial.sync``: no loop
+    and no mailbox, so *on_answer* is called on the pool thread that ran the lookup
+    (it must be thread-safe: the blocking driver queues the answer and wakes its
+    selector through a socket pair). :meth:`ThreadedLookup.cancel` abandons the
+    lookup: a queued one never runs, and a late answer is dropped.
+    """
+    lookup = ThreadedLookup(host, port, family, on_answer)
+    _pool.submit(lookup)
+    return lookup
+
+
+class ThreadedLookup(PendingLookup):
+    """One ``getaddrinfo`` on the pool whose answer goes to a thread-safe callback."""
+
+    __slots__ = ()
+
+    def __init__(self, host: str, port: int, family: int, on_answer: AnswerCallback) -> None:
+        super().__init__(host, port, family, None, on_answer)
+
+    def __call__(self) -> Delivery | None:
+        """The job, on a pool thread: the C call, and the hand-back of its outcome."""
+        if self.on_answer is None:
+            return None  # abandoned while queued: do not spend a C call on it
+        return _getaddrinfo_job(self.host, self.port, self.family, self._deliver)
+
+    def _deliver(self, result: Any, error: Exception | None) -> None:
+        on_answer = self.on_answer  # one read: cancel() may run meanwhile on the caller's thread
+        if on_answer is not None:
+            self.on_answer = None
+            on_answer(result, error)

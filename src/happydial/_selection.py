@@ -37,9 +37,16 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple, TypeAlias
 
-from ._addresses import AddrInfoType, check_addr_infos
+from ._addresses import AddrInfoType, check_addr_infos, interleave_families
 
-__all__ = ["SourceType", "SourcesType", "rank_by_sources", "sort_addr_infos", "sources_lookup"]
+__all__ = [
+    "SourceType",
+    "SourcesType",
+    "merge_answers",
+    "rank_by_sources",
+    "sort_addr_infos",
+    "sources_lookup",
+]
 
 SourceType: TypeAlias = str | ipaddress.IPv4Address | ipaddress.IPv6Address | None
 """The source address for one destination: an IP literal or address object, or ``None``
@@ -344,3 +351,33 @@ def _keys(
             )
         keys.append(_sort_key(destination, source))
     return keys, sum(1 for key in keys if not key[0])
+
+
+def merge_answers(
+    untried: Iterable[AddrInfoType],
+    new: list[AddrInfoType],
+    started: list[AddrInfoType],
+    count: int,
+    sources: Callable[[AddrInfoType], object],
+) -> list[AddrInfoType]:
+    """The untried addresses with *new* ones, in the order to try them (section 4).
+
+    Sorted by RFC 6724 with the source address of each (``sources``), then
+    interleaved: the preferred family's first *count*, then alternating where the
+    race left off (*started*); addresses with no usable source go last.
+    """
+    ranked, usable = rank_by_sources([*untried, *new], sources)
+    unusable = ranked[usable:]
+    ranked = ranked[:usable]
+    preferred = ranked[0][0] if ranked else socket.AF_INET6
+    same = [a for a in ranked if a[0] == preferred]
+    other = [a for a in ranked if a[0] != preferred]
+    tried = sum(1 for a in started if a[0] == preferred)
+    last = started[-1][0] if started else None
+    if last is None or (last == preferred and tried < count):
+        merged = interleave_families(same + other, count - tried)
+    elif last == preferred:
+        merged = interleave_families(other + same, 1)  # the other family's turn
+    else:
+        merged = interleave_families(same + other, 1)  # the preferred family's turn
+    return merged + unusable

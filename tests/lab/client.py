@@ -9,7 +9,10 @@ is a JSON object:
   ``"connect"`` (with ``host`` and ``port``), or ``"getaddrinfo"`` (with ``host`` and
   ``families``: each resolved concurrently with ``loop.getaddrinfo``, to check the lab's DNS),
   or ``"resolve"`` (``host`` and ``families``: each looked up with the ``resolver``, the
-  result per family being its addresses or its error's ``errno``);
+  result per family being its addresses or its error's ``errno``), or ``"sync"`` (with
+  ``addr_infos`` as for ``start_connection``, or ``host`` and ``port``):
+  ``happydial.sync.start_connection`` or ``create_connection``, blocking in the loop's
+  thread, and ``"stdlib"`` (``host``, ``port``): ``socket.create_connection``, to compare;
 * ``kwargs``: keyword arguments for the call;
 * ``resolver``: for ``connect`` and ``resolve``, ``"getaddrinfo"`` (the default),
   ``"aiodns"`` or ``"dnspython"``: which of happydial's resolvers looks names up;
@@ -105,6 +108,8 @@ def make_call(
         if observe is not None:
             observe(event)
 
+    if spec["call"] in {"sync", "stdlib"}:
+        return blocking_call(spec, kwargs, record)
     if spec["call"] == "start_connection":
         addr_infos = [
             (
@@ -127,6 +132,26 @@ def make_call(
     if spec["call"] == "getaddrinfo":
         return lambda: resolve(spec["host"], spec["families"])
     raise ValueError(f"unknown call {spec['call']!r}")
+
+
+def blocking_call(spec: dict[str, Any], kwargs: dict[str, Any], record: Any) -> Call:
+    """happydial.sync's call (or the stdlib's), run blocking in the loop's own thread."""
+    from happydial import sync
+
+    async def call() -> socket.socket:
+        if spec["call"] == "stdlib":
+            return socket.create_connection((spec["host"], spec["port"]), **kwargs)
+        if "addr_infos" in spec:
+            addr_infos = [
+                (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))
+                if family == socket.AF_INET6
+                else (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))
+                for family, host, port in spec["addr_infos"]
+            ]
+            return sync.start_connection(addr_infos, trace=record, **kwargs)
+        return sync.create_connection((spec["host"], spec["port"]), trace=record, **kwargs)
+
+    return call
 
 
 @contextlib.asynccontextmanager

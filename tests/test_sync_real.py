@@ -1,0 +1,290 @@
+"""happydial.sync on real loopback sockets: live, refused, black holes, threads, recipes.
+
+A black hole without a lab: a listener with a backlog of 0 whose one queue slot is
+taken holds every further SYN unanswered on Linux, as a dead path does. The recipes
+for urllib3/requests and http.client are run from the guide's own text, so the page
+and the tests cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from happydial import sync
+
+from .conftest import open_fds
+
+GUIDE = Path(__file__).parent.parent / "docs" / "guides" / "blocking.md"
+LINUX = pytest.mark.skipif(sys.platform != "linux", reason="the full-backlog black hole is Linux's")
+
+
+def recipe(word: str) -> str:
+    """The guide's code block whose caption mentions *word*."""
+    blocks = re.findall(
+        r"^```\{code-block\} python\n:caption: ([^\n]*)\n\n(.*?)^```",
+        GUIDE.read_text(encoding="utf-8"),
+        re.MULTILINE | re.DOTALL,
+    )
+    (source,) = [code for caption, code in blocks if word in caption]
+    return str(source)
+
+
+@contextlib.contextmanager
+def black_hole(host: str, port: int = 0) -> Iterator[int]:
+    """A port on *host* whose SYNs go unanswered; its number."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as listener:
+        listener.bind((host, port))
+        listener.listen(0)
+        bound = listener.getsockname()[1]
+        with socket.socket(family) as filler:
+            filler.connect((host, bound))  # takes the one queue slot
+            yield bound
+
+
+@contextlib.contextmanager
+def server(host: str = "127.0.0.1") -> Iterator[int]:
+    """A listener that accepts and closes every connection, on a thread; its port."""
+    listener = socket.socket()
+    listener.bind((host, 0))
+    listener.listen(1024)
+    listener.settimeout(0.05)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def free_port_pair(ipv6_host: str = "::1") -> tuple[socket.socket, int]:
+    """A listening 127.0.0.1 socket whose port is also free on *ipv6_host*."""
+    for _ in range(50):
+        live = socket.socket()
+        live.bind(("127.0.0.1", 0))
+        port = live.getsockname()[1]
+        probe = socket.socket(socket.AF_INET6)
+        try:
+            probe.bind((ipv6_host, port))
+        except OSError:
+            live.close()
+            continue
+        finally:
+            probe.close()
+        live.listen(16)
+        return live, port
+    pytest.fail("no port free on both loopbacks")  # pragma: no cover - 50 tries
+
+
+def test_live_and_refused(no_fd_leak: None) -> None:
+    with server() as port, sync.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        assert sock.getpeername() == ("127.0.0.1", port)
+        assert sock.gettimeout() == 5
+    with pytest.raises(ConnectionRefusedError):
+        sync.create_connection(("127.0.0.1", port))
+
+
+@LINUX
+def test_dead_ipv6_first_costs_one_delay(ipv6_loopback: None, no_fd_leak: None) -> None:
+    live, port = free_port_pair()
+    try:
+        with black_hole("::1", port):
+            started = time.monotonic()
+            with sync.create_connection(("localhost", port)) as sock:
+                elapsed = time.monotonic() - started
+                assert sock.getpeername() == ("127.0.0.1", port)
+    finally:
+        live.close()
+    assert 0.24 <= elapsed < 2.0  # one 250 ms delay, not a connect timeout
+
+
+@LINUX
+def test_a_black_hole_times_out_like_the_stdlib(no_fd_leak: None) -> None:
+    with black_hole("127.0.0.1") as port:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            sync.create_connection(("127.0.0.1", port), timeout=0.2)
+        assert 0.19 <= time.monotonic() - started < 2.0
+        with pytest.raises(TimeoutError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.2)
+
+
+@LINUX
+def test_keyboard_interrupt_from_a_signal_handler_leaks_nothing() -> None:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    with black_hole("127.0.0.1") as hole, black_hole("127.0.0.2") as hole2:
+        entries: list[Any] = [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", hole)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", hole2)),
+        ]
+        before = open_fds()
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.4)  # mid-race: both attempts in flight
+            with pytest.raises(KeyboardInterrupt):
+                sync.start_connection(entries)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert open_fds() == before
+
+
+def test_many_threads_leak_nothing(no_fd_leak: None) -> None:
+    threads_before = set(threading.enumerate())
+    errors: list[BaseException] = []
+    count = 0
+    lock = threading.Lock()
+
+    def client(port: int) -> None:
+        nonlocal count
+        try:
+            for _ in range(50):
+                sync.create_connection(("127.0.0.1", port), timeout=30).close()
+                with lock:
+                    count += 1
+        except BaseException as exc:  # pragma: no cover - the assertion below says what
+            errors.append(exc)
+
+    with server() as port:
+        threads = [threading.Thread(target=client, args=(port,)) for _ in range(200)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert count == 200 * 50
+    assert set(threading.enumerate()) - threads_before == set()
+
+
+def test_from_a_thread_whose_event_loop_runs(no_fd_leak: None) -> None:
+    async def main() -> tuple[str, int]:
+        with sync.create_connection(("127.0.0.1", port)) as sock:
+            return sock.getpeername()  # type: ignore[no-any-return]
+
+    with server() as port:
+        assert asyncio.run(main()) == ("127.0.0.1", port)
+
+
+def test_real_lookups_on_the_pool(monkeypatch: pytest.MonkeyPatch, no_fd_leak: None) -> None:
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: int, family: int = 0, *args: Any) -> Any:
+        if host != "dual.test":
+            return real(host, port, family, *args)
+        if family == socket.AF_INET6:
+            time.sleep(1.0)  # a slow AAAA: costs only the resolution delay
+            return [(family, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0))]
+        return [(family, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with server() as port:
+        started = time.monotonic()
+        with sync.create_connection(("dual.test", port)) as sock:
+            assert sock.getpeername() == ("127.0.0.1", port)
+        assert time.monotonic() - started < 0.9
+
+
+def test_a_real_name_that_does_not_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    def getaddrinfo(host: str, port: int, family: int = 0, *args: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, f"Name or service not known ({family})")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with pytest.raises(socket.gaierror, match=r"\(2\)"):  # the A lookup's, as documented
+        sync.create_connection(("nowhere.test", 80))
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
+
+
+@contextlib.contextmanager
+def http_server(live: socket.socket) -> Iterator[None]:
+    port = live.getsockname()[1]
+    live.close()  # its port is free on 127.0.0.1 again: the HTTP server takes it
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Hello)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()
+
+
+@LINUX
+def test_requests_with_a_dead_first_address(
+    ipv6_loopback: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+    import urllib3.util.connection
+
+    # Restored after the test: the recipe replaces it for the whole process.
+    monkeypatch.setattr(
+        urllib3.util.connection, "create_connection", urllib3.util.connection.create_connection
+    )
+    exec(recipe("urllib3"), {})  # noqa: S102 - the guide's recipe, as a reader runs it
+    live, port = free_port_pair()
+    with black_hole("::1", port), http_server(live):
+        started = time.monotonic()
+        response = requests.get(f"http://localhost:{port}/", timeout=5)
+        elapsed = time.monotonic() - started
+        assert response.text == "hello"
+        response.close()
+    assert 0.24 <= elapsed < 2.0  # the dead ::1 cost one delay, not the 5 s timeout
+
+
+@LINUX
+def test_http_client_with_a_dead_first_address(ipv6_loopback: None) -> None:
+    source = recipe("needs a server")
+    namespace: dict[str, Any] = {}
+    exec(source.split("\nconnection = ")[0], namespace)  # noqa: S102 - the guide's class
+    live, port = free_port_pair()
+    with black_hole("::1", port), http_server(live):
+        connection = namespace["HappyHTTPConnection"]("localhost", port, timeout=5)
+        try:
+            started = time.monotonic()
+            connection.request("GET", "/")
+            assert connection.sock.gettimeout() == 5  # as http.client sets it
+            response = connection.getresponse()
+            assert response.status == 200
+            assert response.read() == b"hello"
+            assert 0.24 <= time.monotonic() - started < 2.0
+        finally:
+            connection.close()
