@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import happydial
 from happydial import AddressHistory, failed_addr_infos, sync
 from happydial._trace import (
     AttemptCancelled,
@@ -361,3 +362,40 @@ def test_a_failure_after_the_win_is_ignored(net: FakeNet) -> None:
     assert end == pytest.approx(0.5)
     assert [s.close_count for s in net.sockets] == [0, 1]
     result.close()
+
+
+@pytest.mark.parametrize(
+    ("policy", "starts"),
+    [
+        # 192.168.1.1 is on the LAN: 100 ms after it, not 250.
+        (happydial.LanDelay(), {"192.168.1.1": 0.0, "192.168.1.2": 0.1, "192.168.1.3": 0.2}),
+        # 50 ms doubling with each attempt in flight (the HEv3 draft's proposal).
+        (
+            happydial.ExponentialDelay(),
+            {"192.168.1.1": 0.0, "192.168.1.2": 0.05, "192.168.1.3": 0.15},
+        ),
+    ],
+)
+def test_a_delay_policy_paces_the_blocking_race(
+    net: FakeNet, policy: happydial.DelayPolicy, starts: dict[str, float]
+) -> None:
+    hosts = list(starts)
+    for host in hosts[:-1]:
+        net.script(host, outcome="hang")
+    net.script(hosts[-1], 0.01)
+    events: list[object] = []
+    sock = sync.start_connection(
+        [ai(h) for h in hosts],
+        socket_factory=net.socket_factory,
+        happy_eyeballs_delay=policy,
+        trace=events.append,
+    )
+    assert net.start_times == pytest.approx(starts)
+    reasons = [e.reason for e in events if isinstance(e, happydial.DelayAdjusted)]
+    assert reasons == [policy.name, policy.name]
+    sock.close()
+
+
+def test_create_connection_refuses_a_delay_that_is_no_policy() -> None:
+    with pytest.raises(TypeError, match="happy_eyeballs_delay"):
+        sync.create_connection(("192.0.2.1", 80), happy_eyeballs_delay="fast")  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import happydial
 from happydial import _blocking, sync
 from happydial._resolver import ThreadedLookup
 from happydial._trace import ResolutionFailed, ResolutionFinished, ResolutionStarted
@@ -364,3 +365,14 @@ def test_an_abandoned_pool_lookup_never_runs_and_never_answers() -> None:
     assert lookup() is None  # abandoned while queued: no C call
     lookup._deliver([ai(A4)], None)  # an answer already on its way: dropped
     assert answers == []
+
+
+def test_create_connection_takes_a_delay_policy(net: FakeNet) -> None:
+    net.answer(V6, 0.01, [ai(A6)])
+    net.answer(V4, 0.01, [ai(A4)])
+    net.script(A6, outcome="hang")
+    net.script(A4, 0.05)
+    sock = cc(("example.org", 80), happy_eyeballs_delay=happydial.ExponentialDelay())
+    # Both answered at 0.01; IPv4 goes 50 ms after IPv6 started (one attempt in flight).
+    assert net.start_times == pytest.approx({A6: 0.01, A4: 0.06})
+    sock.close()

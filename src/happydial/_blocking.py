@@ -38,9 +38,10 @@ from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from . import _trace
 from ._addresses import AddrInfoType, SocketFactoryType
+from ._delays import DelayPolicy
 from ._errors import aggregate_errors, deadline_error
 from ._history import AddressHistory
-from ._racer import ConnectRace
+from ._racer import ConnectRace, plan_delay
 from ._resolver import ThreadedLookup, localhost_addr_infos, start_threaded_getaddrinfo
 from ._schedule import DONE, DROP, FAILED, FINISHED, IGNORED, Schedule
 from ._selection import merge_answers, ranks_below_ipv4
@@ -109,7 +110,7 @@ class BlockingRace:
     """A race of TCP connects over addr_infos, driven in the calling thread.
 
     Args:
-        delay: Seconds between attempt starts; ``None``: one at a time.
+        delay: Seconds between attempt starts, or a delay policy; ``None``: one at a time.
         local_addr_infos: Local addresses to bind each attempt to, by family.
         socket_factory: Makes each attempt's socket from its addr_info.
         attempt_timeout: Seconds after which a pending attempt fails.
@@ -135,6 +136,7 @@ class BlockingRace:
         "lookups",
         "loop",
         "new_selector",
+        "policy",
         "schedule",
         "selector",
         "socket_factory",
@@ -149,7 +151,7 @@ class BlockingRace:
 
     def __init__(
         self,
-        delay: float | None,
+        delay: float | DelayPolicy | None,
         *,
         local_addr_infos: list[AddrInfoType] | None = None,
         socket_factory: SocketFactoryType | None = None,
@@ -161,11 +163,12 @@ class BlockingRace:
         clock: Clock = time.monotonic,
         new_selector: NewSelector = _DEFAULT_SELECTOR,
     ) -> None:
-        delay_after = self.delay_after if history is not None else None
+        policy, delay, delay_after = plan_delay(self, delay, history)  # type: ignore[arg-type]
         self.schedule: Schedule[AddrInfoType] = Schedule(
             delay, _is_failure, delay_after, max_in_flight
         )
         self.delay = delay
+        self.policy = policy
         self.local_addr_infos = local_addr_infos
         self.socket_factory = socket_factory
         self.attempt_timeout = attempt_timeout
@@ -195,6 +198,7 @@ class BlockingRace:
     # (Typed for this class: mypy would take ConnectRace for their self type.)
     emit: ClassVar[_Hook[_trace.TraceEvent]] = ConnectRace.emit  # type: ignore[assignment]
     delay_after: ClassVar[_DelayPolicy] = ConnectRace.delay_after  # type: ignore[assignment]
+    policy_delay_after: ClassVar[_DelayPolicy] = ConnectRace.policy_delay_after  # type: ignore[assignment]
     on_success: ClassVar[_Hook[int]] = ConnectRace.on_success  # type: ignore[assignment]
     on_failure: ClassVar[_FailureHook] = ConnectRace.on_failure  # type: ignore[assignment]
     on_abort: ClassVar[_Hook[int]] = ConnectRace.on_abort  # type: ignore[assignment]

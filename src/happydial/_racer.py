@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from . import _trace
 from ._addresses import (
@@ -55,7 +55,13 @@ from ._sockets import (
 from ._trace import TraceType
 from ._validate import DEFAULT_MAX_IN_FLIGHT, check_limits, check_loop, check_start_options
 
-__all__ = ["ConnectRace", "apply_history", "check_ip_literals", "start_connection"]
+__all__ = [
+    "ConnectRace",
+    "apply_history",
+    "check_ip_literals",
+    "plan_delay",
+    "start_connection",
+]
 
 
 def check_ip_literals(addr_infos: list[AddrInfoType], name: str) -> None:
@@ -122,15 +128,7 @@ class ConnectRace(LoopRace[AddrInfoType]):
         max_in_flight: int | None = None,
         timeout: float | None = None,
     ) -> None:
-        # The schedule calls out for each delay only with a history to adapt from or
-        # a policy to ask; a plain number (the common case) costs nothing more.
-        if delay is None or isinstance(delay, (int, float)):
-            policy = None
-            delay_after = self.delay_after if history is not None else None
-        else:
-            # Any positive number: it makes the schedule stagger, and delay_after
-            # (always called then) gives every actual delay.
-            policy, delay, delay_after = delay, MAX_DELAY, self.policy_delay_after
+        policy, delay, delay_after = plan_delay(self, delay, history)
         schedule = Schedule(delay, is_failure, delay_after, max_in_flight)
         # The deadline counts from now: the call's start, lookups included.
         deadline = None if timeout is None else loop.time() + timeout
@@ -289,6 +287,22 @@ class ConnectRace(LoopRace[AddrInfoType]):
                 del errors
         self.forget_errors()
         return sock, self.started[winner]
+
+
+def plan_delay(
+    race: ConnectRace, delay: float | DelayPolicy | None, history: AddressHistory | None
+) -> tuple[DelayPolicy | None, float | None, Callable[[AddrInfoType, int], float] | None]:
+    """A race's policy, the schedule's numeric delay, and its ``delay_after``.
+
+    The schedule calls out for each delay only with a history to adapt from or a
+    policy to ask; a plain number (the common case) costs nothing more. Shared by
+    both drivers' races (``ConnectRace`` here, ``_blocking.BlockingRace``).
+    """
+    if delay is None or isinstance(delay, (int, float)):
+        return None, delay, race.delay_after if history is not None else None
+    # Any positive number: it makes the schedule stagger, and delay_after (always
+    # called then) gives every actual delay.
+    return delay, MAX_DELAY, race.policy_delay_after
 
 
 def apply_history(

@@ -25,12 +25,14 @@ from ._addresses import (
     literal_addr_info,
 )
 from ._blocking import BlockingRace, Lookups
+from ._delays import DelayPolicy
 from ._history import AddressHistory, sort_by_history
 from ._racer import check_ip_literals
 from ._sources import bound_sources, default_source_cache
 from ._trace import HistoryReordered, TraceType
 from ._validate import (
     DEFAULT_MAX_IN_FLIGHT,
+    check_attempt_delay,
     check_callable,
     check_count,
     check_delay,
@@ -62,7 +64,7 @@ def start_connection(
     addr_infos: Iterable[AddrInfoType],
     *,
     local_addr_infos: Iterable[AddrInfoType] | None = None,
-    happy_eyeballs_delay: float | None = DEFAULT_DELAY,
+    happy_eyeballs_delay: float | DelayPolicy | None = DEFAULT_DELAY,
     interleave: int | None = None,
     socket_factory: SocketFactoryType | None = None,
     attempt_timeout: float | None = None,
@@ -84,7 +86,8 @@ def start_connection(
         addr_infos: The addresses, as ``getaddrinfo`` 5-tuples with IP-literal
             sockaddrs. Any iterable; not mutated.
         local_addr_infos: Local addresses to bind to, by family.
-        happy_eyeballs_delay: Seconds between attempt starts; 0.25 by default
+        happy_eyeballs_delay: Seconds between attempt starts, or a
+            :class:`~happydial.DelayPolicy`; 0.25 by default
             (:data:`DEFAULT_DELAY`, RFC 8305's recommendation). ``None``: one at a
             time. ``0``: all at once.
         interleave: As for :func:`happydial.start_connection` (``None``: 1 when a
@@ -242,7 +245,7 @@ def create_connection(
     source_address: tuple[str, int] | None = None,
     *,
     all_errors: bool = False,
-    happy_eyeballs_delay: float | None = DEFAULT_DELAY,
+    happy_eyeballs_delay: float | DelayPolicy | None = DEFAULT_DELAY,
     resolution_delay: float = _RESOLUTION_DELAY,
     first_address_family_count: int = 1,
     trace: TraceType | None = None,
@@ -268,8 +271,8 @@ def create_connection(
             attempt of another family than its host fails (the stdlib's rule).
         all_errors: Raise an :class:`ExceptionGroup` of every attempt's error;
             otherwise the error of the last attempt, as the stdlib does.
-        happy_eyeballs_delay: Seconds between attempt starts (0.25); ``None``: one
-            at a time, in RFC 8305's order.
+        happy_eyeballs_delay: Seconds between attempt starts (0.25), or a
+            :class:`~happydial.DelayPolicy`; ``None``: one at a time, in RFC 8305's order.
         resolution_delay: How long an IPv4 answer waits for IPv6 (section 3).
         first_address_family_count: IPv6 addresses before the first IPv4 (section 4).
         trace: Called with each lookup and attempt event, in the calling thread.
@@ -294,7 +297,7 @@ def create_connection(
     # The defaults need no check ("is", not "=="): this runs for every connection.
     delay = happy_eyeballs_delay
     if delay is not DEFAULT_DELAY:
-        delay = check_delay(delay, "happy_eyeballs_delay", allow_zero=True)
+        delay = check_attempt_delay(delay, "happy_eyeballs_delay")
     res_delay: float | None = resolution_delay
     if res_delay is not _RESOLUTION_DELAY:
         res_delay = check_delay(res_delay, "resolution_delay", allow_zero=True)
