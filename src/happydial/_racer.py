@@ -58,6 +58,7 @@ from ._validate import DEFAULT_MAX_IN_FLIGHT, check_limits, check_loop, check_st
 __all__ = [
     "ConnectRace",
     "apply_history",
+    "check_addresses",
     "check_ip_literals",
     "plan_delay",
     "start_connection",
@@ -289,6 +290,21 @@ class ConnectRace(LoopRace[AddrInfoType]):
         return sock, self.started[winner]
 
 
+def check_addresses(
+    addr_infos: Iterable[AddrInfoType], local_addr_infos: Iterable[AddrInfoType] | None
+) -> tuple[list[AddrInfoType], list[AddrInfoType] | None]:
+    """``start_connection``'s addresses (both drivers'), checked and listed."""
+    entries = check_addr_infos(addr_infos)
+    if not entries:
+        raise ValueError("addr_infos must not be empty")
+    check_ip_literals(entries, "addr_infos")
+    local = None
+    if local_addr_infos is not None:
+        local = check_addr_infos(local_addr_infos, "local_addr_infos")
+        check_ip_literals(local, "local_addr_infos")
+    return entries, local
+
+
 def plan_delay(
     race: ConnectRace, delay: float | DelayPolicy | None, history: AddressHistory | None
 ) -> tuple[DelayPolicy | None, float | None, Callable[[AddrInfoType, int], float] | None]:
@@ -396,14 +412,7 @@ async def start_connection(
         ValueError: An argument has a bad value (empty *addr_infos*, a negative or
             NaN delay, a host name instead of an IP address, ...).
     """
-    entries = check_addr_infos(addr_infos)
-    if not entries:
-        raise ValueError("addr_infos must not be empty")
-    check_ip_literals(entries, "addr_infos")
-    local = None
-    if local_addr_infos is not None:
-        local = check_addr_infos(local_addr_infos, "local_addr_infos")
-        check_ip_literals(local, "local_addr_infos")
+    entries, local = check_addresses(addr_infos, local_addr_infos)
     delay, per_attempt, count = check_start_options(
         happy_eyeballs_delay, attempt_timeout, interleave, socket_factory, trace
     )

@@ -27,7 +27,7 @@ from ._addresses import (
 from ._blocking import BlockingRace, Lookups
 from ._delays import DelayPolicy
 from ._history import AddressHistory, sort_by_history
-from ._racer import check_ip_literals
+from ._racer import check_addresses
 from ._sources import bound_sources, default_source_cache
 from ._trace import HistoryReordered, TraceType
 from ._validate import (
@@ -111,14 +111,7 @@ def start_connection(
         TypeError: An argument has the wrong type.
         ValueError: An argument has a bad value.
     """
-    entries = check_addr_infos(addr_infos)
-    if not entries:
-        raise ValueError("addr_infos must not be empty")
-    check_ip_literals(entries, "addr_infos")
-    local = None
-    if local_addr_infos is not None:
-        local = check_addr_infos(local_addr_infos, "local_addr_infos")
-        check_ip_literals(local, "local_addr_infos")
+    entries, local = check_addresses(addr_infos, local_addr_infos)
     delay, per_attempt, count = check_start_options(
         happy_eyeballs_delay, attempt_timeout, interleave, socket_factory, trace
     )
