@@ -28,7 +28,7 @@ import asyncio
 import functools
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from . import _trace
 from ._addresses import (
@@ -56,6 +56,7 @@ from ._resolver import (
 from ._selection import SourcesType, rank_by_sources, ranks_below_ipv4, sources_lookup
 from ._sockets import being_cancelled
 from ._sources import bound_sources, default_source_cache
+from ._svcb import ServiceBinding, hint_addr_infos, service_bindings
 from ._trace import TraceType
 from ._validate import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -100,6 +101,7 @@ class _Feeder:
         "race",
         "resolution_delay",
         "seen",
+        "services",
         "sources",
         "timer",
         "waiting",
@@ -127,6 +129,7 @@ class _Feeder:
         self.lookups: list[asyncio.Task[None] | PendingLookup] = []
         self.closed = False
         self.last_resort: LastResort | None = None  # RFC 8305 s. 7.2, see _ipv6only
+        self.services: _Services | None = None  # HTTPS records (RFC 9460), see _Services
 
     def answered(
         self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None
@@ -152,6 +155,8 @@ class _Feeder:
             self.race.emit(
                 _trace.ResolutionFinished(self.host, family, tuple(addr_infos or ()), loop.time())
             )
+        if self.services is not None:
+            addr_infos = self.services.expand(self.host, family, addr_infos or [])
         fresh = self._fresh(addr_infos or ())
         if self.last_resort is not None:
             fresh = self.last_resort.take(family, fresh)  # IPv4 with no IPv4 path: NAT64
@@ -196,6 +201,8 @@ class _Feeder:
 
     def _should_wait(self, family: int, fresh: list[AddrInfoType]) -> bool:
         """Whether to hold an answer for the resolution delay, for the other family."""
+        if _HTTPS in self.waiting:
+            return True  # HEv3: the HTTPS records may name other ports, hints, priorities
         if family == socket.AF_INET:
             return True  # Section 3: IPv4 answered first; give IPv6 the resolution delay.
         # An IPv6 answer that RFC 6724 ranks after a usual IPv4 answer (no source
@@ -244,6 +251,8 @@ class _Feeder:
         else:
             merged = interleave_families(same + other, 1)  # keep alternating: the preferred's turn
         merged += unusable
+        if self.services is not None:
+            merged = self.services.ordered(merged)  # RFC 9460: by record priority first
         if race.history is not None:
             emit = race.emit if race.trace is not None else None
             merged = apply_history(race.history, merged, race.loop, emit)
@@ -267,6 +276,188 @@ class _Feeder:
             task.cancel()  # the running one too: it sees it once it returns or awaits
 
 
+_HTTPS = -65  # the HTTPS lookup's key in _Feeder.waiting (65: the record type), not a family
+
+
+def _on_port(entry: AddrInfoType, port: int) -> AddrInfoType:
+    """*entry* with its sockaddr's port replaced by *port*."""
+    return (entry[0], entry[1], entry[2], entry[3], (entry[4][0], port, *entry[4][2:]))
+
+
+class _Services:
+    """The HTTPS records of one connect(): what each address answer stands for.
+
+    Happy Eyeballs v3 on top of the feeder. Each ServiceMode record (RFC 9460) is an
+    endpoint: a target name's addresses on the record's port. Its address hints are
+    raced provisionally until the target's own answer of that family arrives (section
+    7.3: then the hints are ignored; an untried hint is dropped, a tried one is not
+    tried again). The queue is ordered by record priority first (stable: the RFC 8305
+    order within a record stands); the name's own addresses on the caller's port come
+    last, as the fallback section 3 allows when no record's endpoint works.
+    """
+
+    __slots__ = (
+        "answers",
+        "asked",
+        "bindings",
+        "chosen",
+        "families",
+        "feeder",
+        "lookups",
+        "origin",
+        "owner",
+        "port",
+        "provisional",
+        "rank",
+        "resolver",
+    )
+
+    def __init__(
+        self, feeder: _Feeder, resolver: ResolverType, port: int, families: list[int]
+    ) -> None:
+        self.feeder = feeder
+        self.resolver = resolver
+        self.port = port
+        self.families = families
+        self.origin = feeder.host.rstrip(".").lower()  # names compare as _svcb spells them
+        self.owner = self.origin
+        self.bindings: list[ServiceBinding] = []
+        self.answers: dict[tuple[str, int], list[AddrInfoType]] = {}
+        self.asked: set[tuple[str, int]] = set()
+        self.provisional: dict[tuple[str, int], set[object]] = {}
+        self.rank: dict[object, int] = {}  # address key -> record index
+        self.chosen: dict[object, ServiceBinding] = {}
+        self.lookups = 0
+
+    def expand(self, name: str, family: int, entries: list[AddrInfoType]) -> list[AddrInfoType]:
+        """A real answer for *name*: its endpoints, the untried hints it replaces dropped."""
+        name = name.rstrip(".").lower()
+        if entries:
+            self.answers[name, family] = entries
+            self._drop_hints(name, family)
+        out: list[AddrInfoType] = []
+        for index, binding in enumerate(self.bindings):
+            if binding.target_of(self.owner) == name:
+                out += self._endpoints(index, binding, entries)
+        if name == self.origin:
+            out += entries  # the fallback: the name's own addresses on the caller's port
+        return out
+
+    def _endpoints(
+        self, index: int, binding: ServiceBinding, entries: list[AddrInfoType]
+    ) -> list[AddrInfoType]:
+        port = binding.port or self.port
+        out = [_on_port(entry, port) for entry in entries]
+        for entry in out:
+            key = _canonical(entry)[1]
+            self.rank.setdefault(key, index)  # the first (most preferred) record keeps it
+            self.chosen.setdefault(key, binding)
+        return out
+
+    def _drop_hints(self, name: str, family: int) -> None:
+        hints = self.provisional.pop((name, family), set())
+        race = self.feeder.race
+        drop = hints - {_canonical(entry)[1] for entry in race.started}
+        if not drop:
+            return
+        self.feeder.seen -= drop  # the real answer may bring the same address back
+        race.requeue(a for a in race.schedule.items if _canonical(a)[1] not in drop)
+
+    def ordered(self, entries: list[AddrInfoType]) -> list[AddrInfoType]:
+        """*entries* by record priority; the name's own addresses last."""
+        last = len(self.bindings)
+        return sorted(entries, key=lambda entry: self.rank.get(_canonical(entry)[1], last))
+
+    def answered(self, name: str, bindings: list[ServiceBinding], error: OSError | None) -> None:
+        """The HTTPS lookup ended: add each record's endpoints, hints and target lookups."""
+        feeder = self.feeder
+        feeder.waiting.discard(_HTTPS)
+        race = feeder.race
+        if race.trace is not None:
+            event = _trace.ServiceBindingsResolved(
+                feeder.host, name, tuple(bindings), error, race.loop.time()
+            )
+            race.emit(event)
+        self.owner, self.bindings = name, bindings
+        new: dict[int, list[AddrInfoType]] = {f: [] for f in self.families}
+        for index, binding in enumerate(bindings):
+            target = binding.target_of(name)
+            for family in self.families:
+                known = self.answers.get((target, family))
+                if known is not None:
+                    new[family] += self._endpoints(index, binding, known)
+                    continue
+                hinted = hint_addr_infos(binding, self.port, family)
+                hints = self._endpoints(index, binding, hinted)
+                self.provisional.setdefault((target, family), set()).update(
+                    _canonical(entry)[1] for entry in hints
+                )
+                new[family] += hints
+                if target != self.origin:
+                    self._look_up(target, family)
+        self._release()
+        for family, entries in new.items():
+            fresh = feeder._fresh(entries)
+            if fresh:
+                feeder._arrived(family, fresh)
+        if not feeder.waiting:
+            race.stop_feeding()
+
+    def _release(self) -> None:
+        """Feed what waited for the HTTPS answer alone (IPv4 may still wait for IPv6)."""
+        feeder = self.feeder
+        if feeder.held and not (
+            feeder.waiting and all(a[0] == socket.AF_INET for a in feeder.held)
+        ):
+            feeder._feed(feeder._take_held())
+
+    def _look_up(self, target: str, family: int) -> None:
+        """Ask for a record's target name's addresses of *family*, once."""
+        if (target, family) in self.asked:
+            return  # two records, one target: one lookup
+        self.asked.add((target, family))
+        self.lookups += 1
+        key = _HTTPS - self.lookups  # a waiting key per lookup; never a family
+        self.feeder.waiting.add(key)
+        done = functools.partial(self.target_answered, target, key)
+        feeder = self.feeder
+        feeder.lookups.append(
+            feeder.race.loop.create_task(
+                _lookup(self.resolver, target, self.port, family, feeder, done)
+            )
+        )
+
+    def target_answered(
+        self,
+        name: str,
+        key: int,
+        family: int,
+        addr_infos: list[AddrInfoType] | None,
+        error: OSError | None,
+    ) -> None:
+        """A record's target name answered (or failed) for *family*."""
+        feeder = self.feeder
+        race = feeder.race
+        feeder.waiting.discard(key)
+        if race.trace is not None:
+            if error is not None:
+                race.emit(_trace.ResolutionFailed(name, family, error, race.loop.time()))
+            else:
+                found = tuple(addr_infos or ())
+                race.emit(_trace.ResolutionFinished(name, family, found, race.loop.time()))
+        feeder._arrived(family, feeder._fresh(self.expand(name, family, addr_infos or [])))
+
+    def won(self, winner: AddrInfoType) -> None:
+        """Tell the trace which record the race was won on (if it was one's)."""
+        race = self.feeder.race
+        binding = self.chosen.get(_canonical(winner)[1])
+        if binding is not None and race.trace is not None:
+            event = _trace.ServiceBindingChosen(
+                self.feeder.host, binding, binding.tcp_alpn, binding.ech, winner, race.loop.time()
+            )
+            race.emit(event)
+
+
 def _canonical(entry: AddrInfoType) -> tuple[AddrInfoType, object]:
     """*entry* with an IPv4-mapped IPv6 address turned into IPv4, and its identity."""
     if entry[0] != socket.AF_INET6:
@@ -284,8 +475,16 @@ def _canonical(entry: AddrInfoType) -> tuple[AddrInfoType, object]:
 ResolverType = Resolver | Callable[[str, int, int], Awaitable[list[AddrInfoType]]]
 
 
+Answered = Callable[[int, list[AddrInfoType] | None, OSError | None], None]
+
+
 async def _lookup(
-    resolver: ResolverType, host: str, port: int, family: int, feeder: _Feeder
+    resolver: ResolverType,
+    host: str,
+    port: int,
+    family: int,
+    feeder: _Feeder,
+    answered: Answered | None = None,
 ) -> None:
     """One family's lookup, start to end; nothing ever escapes this task.
 
@@ -295,19 +494,20 @@ async def _lookup(
     """
     if not _begin(feeder, host, family):
         return
+    done = answered or feeder.answered  # a record's target name has its own (_Services)
     # No local may hold an error past its except clause: the error's traceback
     # holds this frame, and the frame the feeder (a cycle, freed only by the GC).
     try:
         entries = _usable(await resolver(host, port, family), family, host)
     except OSError as exc:
         if not being_cancelled():
-            feeder.answered(family, None, exc)
+            done(family, None, exc)
     except asyncio.CancelledError as exc:
         if being_cancelled():
             raise
         # The resolver was cancelled by someone else (a shared in-flight lookup that
         # another waiter cancelled): this family's lookup failed, the other goes on.
-        feeder.answered(family, None, _cancelled_lookup(host, exc))
+        done(family, None, _cancelled_lookup(host, exc))
     except BaseException as exc:  # noqa: BLE001 - every kind: see _resolver_bug
         _resolver_bug(feeder, exc)
     else:
@@ -316,7 +516,45 @@ async def _lookup(
             # test_an_abandoned_lookup_is_nobodys_business[answers], but coverage's
             # tracer does not see this frame once a CancelledError was thrown into it.
             return  # pragma: no cover
-        feeder.answered(family, entries, None)
+        done(family, entries, None)
+
+
+async def _https_lookup(query: HttpsQuery, host: str, services: _Services) -> None:
+    """The HTTPS-record lookup (aliases followed), start to end; as :func:`_lookup`.
+
+    A failure counts as no record (RFC 9460 section 3: connect as without one).
+    """
+    try:
+        name, bindings = await service_bindings(query, host)
+    except OSError as exc:
+        if not being_cancelled():
+            services.answered(host, [], exc)
+    except BaseException as exc:  # noqa: BLE001 - every kind: see _resolver_bug
+        _resolver_bug(services.feeder, exc)
+    else:
+        if being_cancelled():
+            return  # pragma: no cover - as in _lookup: the query swallowed its cancellation
+        try:
+            services.answered(name, bindings, None)
+        except BaseException as exc:  # noqa: BLE001 - a trace that raised: to the caller
+            services.feeder.race.report_bug(exc)
+
+
+HttpsQuery = Callable[[str], Awaitable[Sequence[ServiceBinding]]]
+
+
+def _https_source(resolver: object) -> HttpsQuery | None:
+    """The resolver's HTTPS-record query, if it has one and it is on.
+
+    A resolver takes part when it has a ``resolve_https(name)`` coroutine method,
+    unless its ``https`` attribute is false (:class:`~happydial.DnspythonResolver`'s
+    is, unless made with ``https=True``).
+    """
+    query = getattr(resolver, "resolve_https", None)
+    if query is None or not getattr(resolver, "https", True):
+        return None
+    check_callable(query, "resolver.resolve_https")
+    return query  # type: ignore[no-any-return]
 
 
 def _begin(feeder: _Feeder, host: str, family: int) -> bool:
@@ -544,24 +782,48 @@ async def connect(
     # cancelled), from inside the race: they see their cancellation before this
     # task resumes, and nothing after the race is awaited.
     race.when_finished = feeder.close
-    if resolve is getaddrinfo_resolver and trace is None:
-        _start_default_lookups(host, port, families, feeder, loop)
-    else:  # a task per family, to trace its start or to await any resolver
-        feeder.lookups = [
-            loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families
-        ]
+    _start_lookups(resolve, host, port, families, feeder)
     try:
-        sock, _ = await race.connect(all_errors=all_errors)
+        sock, winner = await race.connect(all_errors=all_errors)
     except (OSError, ExceptionGroup) as exc:  # a group (all_errors=True) means attempts
         explain(synthesis, exc)
         error = _failure(exc, host, families, feeder)
         if error is None:
             raise
         raise error from error.__cause__
+    else:
+        if feeder.services is not None:
+            _chosen(feeder.services, winner, sock)
     finally:
         feeder.close()  # awaits nothing: see _Feeder.close
         feeder.errors = {}  # their tracebacks hold the lookups' frames, which hold the feeder
     return sock
+
+
+def _start_lookups(
+    resolve: ResolverType, host: str, port: int, families: list[int], feeder: _Feeder
+) -> None:
+    """Start the lookups: AAAA and A, and the HTTPS records when the resolver can."""
+    loop = feeder.race.loop
+    if resolve is getaddrinfo_resolver and feeder.race.trace is None:
+        _start_default_lookups(host, port, families, feeder, loop)
+        return
+    # A task per family, to trace its start or to await any resolver.
+    feeder.lookups = [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
+    https = _https_source(resolve)
+    if https is not None:  # HEv3: HTTPS records asked with AAAA and A (_Services)
+        feeder.services = _Services(feeder, resolve, port, families)
+        feeder.waiting.add(_HTTPS)
+        feeder.lookups.append(loop.create_task(_https_lookup(https, host, feeder.services)))
+
+
+def _chosen(services: _Services, winner: AddrInfoType, sock: socket.socket) -> None:
+    """Trace the winner's HTTPS record; a trace that raises closes the socket."""
+    try:
+        services.won(winner)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _sources_for(
