@@ -203,6 +203,8 @@ class _Feeder:
         """Whether to hold an answer for the resolution delay, for the other family."""
         if _HTTPS in self.waiting:
             return True  # HEv3: the HTTPS records may name other ports, hints, priorities
+        if self.services is not None and self.services.fallback_waits(fresh):
+            return True
         if family == socket.AF_INET:
             return True  # Section 3: IPv4 answered first; give IPv6 the resolution delay.
         # An IPv6 answer that RFC 6724 ranks after a usual IPv4 answer (no source
@@ -276,7 +278,9 @@ class _Feeder:
             task.cancel()  # the running one too: it sees it once it returns or awaits
 
 
-_HTTPS = -65  # the HTTPS lookup's key in _Feeder.waiting (65: the record type), not a family
+# The HTTPS lookup's key in _Feeder.waiting; a record target's lookups have the keys
+# below it. Not families (positive), nor _ipv6only's keys (-64, -65).
+_HTTPS = -1000
 
 
 def _on_port(entry: AddrInfoType, port: int) -> AddrInfoType:
@@ -361,7 +365,19 @@ class _Services:
         if not drop:
             return
         self.feeder.seen -= drop  # the real answer may bring the same address back
-        race.requeue(a for a in race.schedule.items if _canonical(a)[1] not in drop)
+        race.requeue([a for a in race.schedule.items if _canonical(a)[1] not in drop])
+
+    def fallback_waits(self, fresh: list[AddrInfoType]) -> bool:
+        """Whether *fresh*, all the name's own addresses, waits for record targets' answers.
+
+        With records, those addresses come after every record's endpoints: they do
+        not start alone while a target's lookup may still bring endpoints that go
+        first (for the resolution delay at most, as any held answer).
+        """
+        if not self.bindings or not any(k < _HTTPS for k in self.feeder.waiting):
+            return False
+        last = len(self.bindings)
+        return all(self.rank.get(_canonical(a)[1], last) == last for a in fresh)
 
     def ordered(self, entries: list[AddrInfoType]) -> list[AddrInfoType]:
         """*entries* by record priority; the name's own addresses last."""
@@ -395,21 +411,26 @@ class _Services:
                 new[family] += hints
                 if target != self.origin:
                     self._look_up(target, family)
-        self._release()
-        for family, entries in new.items():
-            fresh = feeder._fresh(entries)
-            if fresh:
-                feeder._arrived(family, fresh)
+        self._settle([a for f in self.families for a in feeder._fresh(new[f])])
         if not feeder.waiting:
             race.stop_feeding()
 
-    def _release(self) -> None:
-        """Feed what waited for the HTTPS answer alone (IPv4 may still wait for IPv6)."""
+    def _settle(self, fresh: list[AddrInfoType]) -> None:
+        """Feed the new endpoints with what waited for the HTTPS answer, or hold them all.
+
+        One feed, so the race's next attempt sees every record's endpoints ranked
+        together; IPv4 alone still waits for IPv6 (RFC 8305 section 3).
+        """
         feeder = self.feeder
-        if feeder.held and not (
-            feeder.waiting and all(a[0] == socket.AF_INET for a in feeder.held)
-        ):
-            feeder._feed(feeder._take_held())
+        pending = [*feeder.held, *fresh]
+        ipv6 = [a for a in pending if a[0] == socket.AF_INET6]
+        hold = bool(feeder.waiting) and (not ipv6 or feeder._should_wait(socket.AF_INET6, ipv6))
+        if not hold:
+            feeder._feed(feeder._take_held() + fresh)
+        elif fresh:
+            feeder.held = pending
+            if feeder.timer is None:
+                feeder.timer = feeder.race.loop.call_later(feeder.resolution_delay, feeder._release)
 
     def _look_up(self, target: str, family: int) -> None:
         """Ask for a record's target name's addresses of *family*, once."""
@@ -455,7 +476,7 @@ class _Services:
             event = _trace.ServiceBindingChosen(
                 self.feeder.host, binding, binding.tcp_alpn, binding.ech, winner, race.loop.time()
             )
-            race.emit(event)
+            race.trace(event)  # not race.emit: the race is over, a bug raises here
 
 
 def _canonical(entry: AddrInfoType) -> tuple[AddrInfoType, object]:
@@ -805,12 +826,12 @@ def _start_lookups(
 ) -> None:
     """Start the lookups: AAAA and A, and the HTTPS records when the resolver can."""
     loop = feeder.race.loop
+    https = _https_source(resolve)  # checked before any lookup starts
     if resolve is getaddrinfo_resolver and feeder.race.trace is None:
         _start_default_lookups(host, port, families, feeder, loop)
         return
     # A task per family, to trace its start or to await any resolver.
     feeder.lookups = [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
-    https = _https_source(resolve)
     if https is not None:  # HEv3: HTTPS records asked with AAAA and A (_Services)
         feeder.services = _Services(feeder, resolve, port, families)
         feeder.waiting.add(_HTTPS)

@@ -112,7 +112,8 @@ async def service_bindings(
     """
     name = host.rstrip(".").lower()
     seen = {name}
-    for _ in range(max_depth + 1):
+    hops = 0
+    while True:
         records = list(await query(name))
         aliases = [r for r in records if r.mode == "alias"]
         if not aliases:
@@ -120,11 +121,12 @@ async def service_bindings(
             return name, services
         # Section 2.4.2: with an AliasMode record present, ServiceMode ones are ignored.
         target = aliases[0].target.lower()
-        if not target or target in seen:
-            return name, []  # "." says no service here; a loop says nothing either
+        if not target or target in seen or hops == max_depth:
+            # "." says no service here; a loop, or a chain too long, says nothing.
+            return name, []
         seen.add(target)
         name = target
-    return name, []  # the chain is longer than max_depth
+        hops += 1
 
 
 def _priority(binding: ServiceBinding) -> int:
