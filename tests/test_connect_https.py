@@ -515,3 +515,47 @@ def test_dnspython_resolve_https_from_dns(run: Runner[Any]) -> None:
         run(main)
     finally:
         server.close()
+
+
+def test_the_report_names_the_record_won_on(vrun: Runner[Any]) -> None:
+    record = SB(1, "svc.test", port=8443, alpn=("h2",), ech=b"\x00\x04\x00\x01\x00\x01")
+
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop())
+        net.script(A6, delay=0.02)
+        resolver = HttpsResolver({("svc.test", V6): (0.01, [A6])}, {HOST: (0.0, [record])})
+        with happydial.recording() as rec:
+            sock = await connect(
+                HOST, 443, resolver=resolver, family=V6, socket_factory=net.socket_factory
+            )
+            sock.close()
+            failing = HttpsResolver({}, {HOST: (0.0, OSError("refused"))})
+            with pytest.raises(socket.gaierror):
+                await connect(HOST, 443, resolver=failing, family=V6)
+        won, failed = rec.reports
+        assert won.service == record
+        assert failed.service is None
+        assert [(lk.host, lk.family, lk.outcome) for lk in won.lookups] == [
+            (HOST, "AAAA", "failed"),
+            ("svc.test", "AAAA", "answered"),
+        ]
+        notes = {e.name: dict(e.data) for e in won.events}
+        assert notes["https_records"] == {"name": HOST, "records": ("1 svc.test port 8443",)}
+        assert notes["https_record_chosen"] == {
+            "record": "1 svc.test port 8443",
+            "alpn": ("h2", "http/1.1"),
+            "ech": True,
+        }
+        report = won.to_json()["traces"][0]["report"]  # type: ignore[index]
+        assert report["service"] == {
+            "priority": 1,
+            "target": "svc.test",
+            "port": 8443,
+            "alpn": ["h2", "http/1.1"],
+            "ech": True,
+        }
+        assert failed.to_json()["traces"][0]["report"]["service"] is None  # type: ignore[index]
+        error_note = {e.name: dict(e.data) for e in failed.events}["https_records"]
+        assert error_note == {"name": HOST, "records": (), "error": "refused"}
+
+    vrun(main)

@@ -33,8 +33,7 @@ from ._connect import connect
 from ._delays import DelayPolicy, ExponentialDelay, LanDelay
 from ._errors import format_sockaddr
 from ._racer import start_connection
-from ._report import Recording, first_line, recording
-from ._svcb import ServiceBinding
+from ._report import Recording, first_line, recording, service_text
 from ._trace import TraceEvent
 from ._validate import DEFAULT_MAX_IN_FLIGHT
 from ._version import __version__
@@ -170,7 +169,7 @@ def _describe_service(
     record["host"] = event.host
     if isinstance(event, _trace.ServiceBindingsResolved):
         record["name"] = event.name
-        texts = [_binding_text(b) for b in event.bindings]
+        texts = [service_text(b) for b in event.bindings]
         record["bindings"] = texts
         if event.error is not None:
             record["error"] = first_line(event.error)
@@ -179,13 +178,7 @@ def _describe_service(
     record["address"] = format_sockaddr(event.addr_info[4])
     record["alpn"], record["ech"] = list(event.alpn), event.ech is not None
     ech = ", ECH config (not used)" if event.ech is not None else ""
-    return f"HTTPS record {_binding_text(event.binding)} chosen: ALPN {','.join(event.alpn)}{ech}"
-
-
-def _binding_text(binding: ServiceBinding) -> str:
-    """``1 svc.example. port 8443``: priority, target, port."""
-    port = f" port {binding.port}" if binding.port is not None else ""
-    return f"{binding.priority} {binding.target or '.'}{port}"
+    return f"HTTPS record {service_text(event.binding)} chosen: ALPN {','.join(event.alpn)}{ech}"
 
 
 @dataclass
