@@ -14,7 +14,11 @@ The story of :func:`connect`, step by step:
    per-family lookups lose the C library's sort), with the source address the
    kernel would choose for each (``_sources``), then interleaved: the preferred
    family's First Address Family Count, then alternating where the race left off.
-5. When the race ends (won, failed or cancelled), lookups still running are
+5. With a resolver that has ``resolve_https``, the name's HTTPS records (RFC 9460)
+   are asked for with AAAA and A (Happy Eyeballs v3, ``_Services``): an address
+   answer waits for them at most ``resolution_delay``; their hints race early, each
+   record's endpoints go in priority order on its port, the name's own addresses last.
+6. When the race ends (won, failed or cancelled), lookups still running are
    abandoned at once, from inside the race: nothing after the win is awaited, so a
    cancellation cannot land between a won race and the return of its socket. The
    default resolver runs ``getaddrinfo`` on happydial's own pool of daemon threads
