@@ -261,9 +261,7 @@ def build_plan(lab: Any) -> Plan:
     # Happy Eyeballs v3's early hints: A and AAAA 1 s late, the HTTPS record's hints at once.
     v6, v4 = plan.pair(host, host)
     hints = f"1 . alpn=h2 ipv6hint={v6} ipv4hint={v4}"
-    plan.named(
-        "HTTPS hints, A+AAAA 1 s", v6, v4, aaaa=1.0, a=1.0, winner=v6, schedule=0.0, https=hints
-    )
+    plan.named("HTTPS early hints", v6, v4, aaaa=1.0, a=1.0, winner=v6, schedule=0.0, https=hints)
     plan.floor_and_warm_ups()
     lab.configure(rules=plan.rules, live=plan.live, zone=plan.zone)
     return plan
