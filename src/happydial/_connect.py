@@ -834,12 +834,14 @@ def _start_lookups(
     if resolve is getaddrinfo_resolver and feeder.race.trace is None:
         _start_default_lookups(host, port, families, feeder, loop)
         return
-    # A task per family, to trace its start or to await any resolver.
-    feeder.lookups = [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
     if https is not None:  # HEv3: HTTPS records asked with AAAA and A (_Services)
+        # Before the address lookups start: an eager task (Python 3.12+) may answer
+        # during create_task, and its answer must already wait for the HTTPS records.
         feeder.services = _Services(feeder, resolve, port, families)
         feeder.waiting.add(_HTTPS)
         feeder.lookups.append(loop.create_task(_https_lookup(https, host, feeder.services)))
+    # A task per family, to trace its start or to await any resolver.
+    feeder.lookups += [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
 
 
 def _chosen(services: _Services, winner: AddrInfoType, sock: socket.socket) -> None:
