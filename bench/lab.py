@@ -159,8 +159,14 @@ class Plan:
         winner: str,
         schedule: float,
         quick: bool = False,
+        https: str | None = None,
     ) -> None:
-        """A host-name scenario: AAAA answers *v6* after *aaaa* s, A answers *v4* after *a*."""
+        """A host-name scenario: AAAA answers *v6* after *aaaa* s, A answers *v4* after *a*.
+
+        With *https*, the name also has that HTTPS record (RFC 9460 presentation format),
+        answered after 10 ms, and happydial asks for it (``DnspythonResolver(https=True)``);
+        the peers cannot.
+        """
         from tests.lab.netns import PORT
 
         host = name.lower().replace(" ", "-") + ".bench.lab.test"
@@ -169,6 +175,9 @@ class Plan:
             "A": {"addresses": [v4], "delay": a},
         }
         spec = {"host": host, "port": PORT, "delay": DELAY, "resolution_delay": RESOLUTION_DELAY}
+        if https is not None:
+            self.zone[host]["HTTPS"] = {"records": [https], "delay": DNS_FAST}
+            spec["https"] = True
         floors = ("dns 10 ms", "connect 20 ms")
         self.scenarios.append(Scenario(name, "host", spec, winner, schedule, floors, quick))
 
@@ -249,6 +258,10 @@ def build_plan(lab: Any) -> Plan:
     plan.named("A 2 s late", v6, v4, aaaa=fast, a=late, winner=v6, schedule=0.0)
     v6, v4 = plan.pair(host, host)
     plan.named("AAAA 2 s late", v6, v4, aaaa=late, a=fast, winner=v4, schedule=RESOLUTION_DELAY)
+    # Happy Eyeballs v3's early hints: A and AAAA 1 s late, the HTTPS record's hints at once.
+    v6, v4 = plan.pair(host, host)
+    hints = f"1 . alpn=h2 ipv6hint={v6} ipv4hint={v4}"
+    plan.named("HTTPS early hints", v6, v4, aaaa=1.0, a=1.0, winner=v6, schedule=0.0, https=hints)
     plan.floor_and_warm_ups()
     lab.configure(rules=plan.rules, live=plan.live, zone=plan.zone)
     return plan

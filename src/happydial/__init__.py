@@ -24,6 +24,7 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_ipv6only``: ``connect``'s use of them on a host with no IPv4 path (RFC 8305 s. 7).
 * ``_resolver``: the ``Resolver`` protocol and ``getaddrinfo_resolver`` on its thread pool.
 * ``_backends``: ``AiodnsResolver`` and ``DnspythonResolver``, the optional DNS back ends.
+* ``_svcb``: ``ServiceBinding``, HTTPS records (RFC 9460) as values and their order, pure.
 * ``_connect``: ``connect``, host names resolved per family in parallel.
 * ``_wrappers``: ``open_connection`` and ``create_connection`` in asyncio's shapes.
 * ``_cli``: ``python -m happydial``.
@@ -76,6 +77,7 @@ from ._sources import SourceAddressCache as SourceAddressCache
 from ._sources import default_source_cache as default_source_cache
 from ._sources import probe_source as probe_source
 from ._staggered import staggered_race as staggered_race
+from ._svcb import ServiceBinding as ServiceBinding
 from ._trace import AddressSynthesized as AddressSynthesized
 from ._trace import AttemptCancelled as AttemptCancelled
 from ._trace import AttemptFailed as AttemptFailed
@@ -86,6 +88,8 @@ from ._trace import HistoryReordered as HistoryReordered
 from ._trace import ResolutionFailed as ResolutionFailed
 from ._trace import ResolutionFinished as ResolutionFinished
 from ._trace import ResolutionStarted as ResolutionStarted
+from ._trace import ServiceBindingChosen as ServiceBindingChosen
+from ._trace import ServiceBindingsResolved as ServiceBindingsResolved
 from ._trace import TraceEvent as TraceEvent
 from ._trace import TraceType as TraceType
 from ._version import __version__ as __version__
@@ -125,6 +129,9 @@ __all__ = [  # noqa: RUF022
     "ResolutionStarted",
     "Resolver",
     "ResolverPoolSettings",
+    "ServiceBinding",
+    "ServiceBindingChosen",
+    "ServiceBindingsResolved",
     "SocketFactoryType",
     "SourceAddressCache",
     "SourceType",

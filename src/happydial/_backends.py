@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ._addresses import AddrInfoType, ip_addresses_to_addr_infos
 from ._resolver import localhost_addr_infos
+from ._svcb import ServiceBinding
 
 if TYPE_CHECKING:
     import aiodns
@@ -286,6 +287,10 @@ class DnspythonResolver:
         hosts_file: The hosts file to look in first, or ``None`` for DNS only.
         search: Whether to apply ``resolv.conf``'s search list (dnspython's default
             when ``None``: no, unless the resolver says otherwise).
+        https: Whether :func:`happydial.connect` also asks for the name's HTTPS
+            records (RFC 9460), in parallel with AAAA and A, and races their
+            endpoints (see :doc:`/guides/https-records`). :meth:`resolve_https` works
+            either way.
 
     Raises:
         ImportError: dnspython is not installed.
@@ -297,7 +302,10 @@ class DnspythonResolver:
         resolver: dns.asyncresolver.Resolver | None = None,
         hosts_file: str | os.PathLike[str] | None = "/etc/hosts",
         search: bool | None = None,
+        https: bool = False,
     ) -> None:
+        if not isinstance(https, bool):
+            raise TypeError(f"https must be a bool, got {https!r}")
         try:
             import dns.asyncresolver  # noqa: PLC0415 - optional dependency, only when in use
             import dns.exception  # noqa: PLC0415
@@ -307,6 +315,7 @@ class DnspythonResolver:
         self.resolver = resolver if resolver is not None else dns.asyncresolver.Resolver()
         self.hosts = HostsFile(hosts_file) if hosts_file is not None else None
         self.search = search
+        self.https = https
 
     async def __call__(self, host: str, port: int, family: int) -> list[AddrInfoType]:
         """Look *host* up for *family* (``AF_INET6`` or ``AF_INET``)."""
@@ -323,3 +332,46 @@ class DnspythonResolver:
                 raise _gaierror(code, host, "dnspython", str(exc)) from exc
             addresses = [rdata.address for rdata in answer]
         return ip_addresses_to_addr_infos(addresses, port)
+
+    async def resolve_https(self, host: str) -> list[ServiceBinding]:
+        """The HTTPS records of *host* (one name; AliasMode records are not followed).
+
+        Returns:
+            The records as :class:`~happydial.ServiceBinding` values, in answer order;
+            empty when the name has none (no such name, or no HTTPS record).
+
+        Raises:
+            socket.gaierror: The lookup failed (``EAI_AGAIN``: timeout or server failure).
+        """
+        import dns.resolver  # noqa: PLC0415 - optional dependency, only when in use
+
+        try:
+            answer = await self.resolver.resolve(host, "HTTPS", search=self.search)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except self._dns_exception as exc:
+            code = dnspython_error_code(exc)
+            raise _gaierror(code, host, "dnspython", str(exc)) from exc
+        return [service_binding(rdata) for rdata in answer]
+
+
+def service_binding(rdata: Any) -> ServiceBinding:
+    """A dnspython SVCB/HTTPS rdata as a :class:`~happydial.ServiceBinding`."""
+    import dns.rdtypes.svcbbase as svcb  # noqa: PLC0415 - optional dependency
+
+    params = rdata.params
+    alpn = params.get(svcb.ParamKey.ALPN)
+    port = params.get(svcb.ParamKey.PORT)
+    v4 = params.get(svcb.ParamKey.IPV4HINT)
+    v6 = params.get(svcb.ParamKey.IPV6HINT)
+    ech = params.get(svcb.ParamKey.ECH)
+    return ServiceBinding(
+        priority=rdata.priority,
+        target=rdata.target.to_text(omit_final_dot=True).lower().removesuffix("."),
+        port=port.port if port is not None else None,
+        alpn=tuple(i.decode("ascii", "replace") for i in alpn.ids) if alpn is not None else (),
+        no_default_alpn=svcb.ParamKey.NO_DEFAULT_ALPN in params,
+        ipv4hint=tuple(str(a) for a in v4.addresses) if v4 is not None else (),
+        ipv6hint=tuple(str(a) for a in v6.addresses) if v6 is not None else (),
+        ech=bytes(ech.ech) if ech is not None else None,
+    )

@@ -33,7 +33,7 @@ from ._connect import connect
 from ._delays import DelayPolicy, ExponentialDelay, LanDelay
 from ._errors import format_sockaddr
 from ._racer import start_connection
-from ._report import Recording, first_line, recording
+from ._report import Recording, first_line, recording, service_text
 from ._trace import TraceEvent
 from ._validate import DEFAULT_MAX_IN_FLIGHT
 from ._version import __version__
@@ -115,6 +115,8 @@ class Timeline:
             record["reason"] = event.reason
             why = "measured connect time" if event.reason == "history" else f"{event.reason} policy"
             text = f"next attempt in {event.delay * 1000:.0f} ms ({why})"
+        elif isinstance(event, (_trace.ServiceBindingsResolved, _trace.ServiceBindingChosen)):
+            text = _describe_service(event, record)
         else:
             where = format_sockaddr(event.addr_info[4])
             record["attempt"], record["address"] = event.attempt, where
@@ -158,6 +160,25 @@ _RESOLUTION_EVENTS = (
 
 def _fam(family: int) -> str:
     return "AAAA" if family == socket.AF_INET6 else "A"
+
+
+def _describe_service(
+    event: _trace.ServiceBindingsResolved | _trace.ServiceBindingChosen, record: dict[str, object]
+) -> str:
+    """The text (and *record* fields) of an HTTPS-record event."""
+    record["host"] = event.host
+    if isinstance(event, _trace.ServiceBindingsResolved):
+        record["name"] = event.name
+        texts = [service_text(b) for b in event.bindings]
+        record["bindings"] = texts
+        if event.error is not None:
+            record["error"] = first_line(event.error)
+            return f"lookup HTTPS failed: {record['error']}"
+        return "lookup HTTPS answered: " + ("; ".join(texts) or "no record")
+    record["address"] = format_sockaddr(event.addr_info[4])
+    record["alpn"], record["ech"] = list(event.alpn), event.ech is not None
+    ech = ", ECH config (not used)" if event.ech is not None else ""
+    return f"HTTPS record {service_text(event.binding)} chosen: ALPN {','.join(event.alpn)}{ech}"
 
 
 @dataclass

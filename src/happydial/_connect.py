@@ -14,7 +14,11 @@ The story of :func:`connect`, step by step:
    per-family lookups lose the C library's sort), with the source address the
    kernel would choose for each (``_sources``), then interleaved: the preferred
    family's First Address Family Count, then alternating where the race left off.
-5. When the race ends (won, failed or cancelled), lookups still running are
+5. With a resolver that has ``resolve_https``, the name's HTTPS records (RFC 9460)
+   are asked for with AAAA and A (Happy Eyeballs v3, ``_Services``): an address
+   answer waits for them at most ``resolution_delay``; their hints race early, each
+   record's endpoints go in priority order on its port, the name's own addresses last.
+6. When the race ends (won, failed or cancelled), lookups still running are
    abandoned at once, from inside the race: nothing after the win is awaited, so a
    cancellation cannot land between a won race and the return of its socket. The
    default resolver runs ``getaddrinfo`` on happydial's own pool of daemon threads
@@ -28,7 +32,7 @@ import asyncio
 import functools
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from . import _trace
 from ._addresses import (
@@ -55,6 +59,7 @@ from ._resolver import (
 from ._selection import SourcesType, merge_answers, ranks_below_ipv4, sources_lookup
 from ._sockets import being_cancelled
 from ._sources import bound_sources, default_source_cache
+from ._svcb import ServiceBinding, hint_addr_infos, service_bindings
 from ._trace import TraceType
 from ._validate import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -99,6 +104,7 @@ class _Feeder:
         "race",
         "resolution_delay",
         "seen",
+        "services",
         "sources",
         "timer",
         "waiting",
@@ -126,6 +132,7 @@ class _Feeder:
         self.lookups: list[asyncio.Task[None] | PendingLookup] = []
         self.closed = False
         self.last_resort: LastResort | None = None  # RFC 8305 s. 7.2, see _ipv6only
+        self.services: _Services | None = None  # HTTPS records (RFC 9460), see _Services
 
     def answered(
         self, family: int, addr_infos: list[AddrInfoType] | None, error: OSError | None
@@ -151,6 +158,8 @@ class _Feeder:
             self.race.emit(
                 _trace.ResolutionFinished(self.host, family, tuple(addr_infos or ()), loop.time())
             )
+        if self.services is not None:
+            addr_infos = self.services.expand(self.host, family, addr_infos or [])
         fresh = self._fresh(addr_infos or ())
         if self.last_resort is not None:
             fresh = self.last_resort.take(family, fresh)  # IPv4 with no IPv4 path: NAT64
@@ -195,6 +204,10 @@ class _Feeder:
 
     def _should_wait(self, family: int, fresh: list[AddrInfoType]) -> bool:
         """Whether to hold an answer for the resolution delay, for the other family."""
+        if _HTTPS in self.waiting:
+            return True  # HEv3: the HTTPS records may name other ports, hints, priorities
+        if self.services is not None and self.services.fallback_waits(fresh):
+            return True
         if family == socket.AF_INET:
             return True  # Section 3: IPv4 answered first; give IPv6 the resolution delay.
         # An IPv6 answer that RFC 6724 ranks after a usual IPv4 answer (no source
@@ -228,6 +241,8 @@ class _Feeder:
         # Section 4: sort by RFC 6724 first (the untried addresses with the new
         # ones), then interleave the usable ones; those with no source go last.
         merged = merge_answers(race.schedule.items, new, race.started, self.count, self.sources)
+        if self.services is not None:
+            merged = self.services.ordered(merged)  # RFC 9460: by record priority first
         if race.history is not None:
             emit = race.emit if race.trace is not None else None
             merged = apply_history(race.history, merged, race.loop, emit)
@@ -251,6 +266,207 @@ class _Feeder:
             task.cancel()  # the running one too: it sees it once it returns or awaits
 
 
+# The HTTPS lookup's key in _Feeder.waiting; a record target's lookups have the keys
+# below it. Not families (positive), nor _ipv6only's keys (-64, -65).
+_HTTPS = -1000
+
+
+def _on_port(entry: AddrInfoType, port: int) -> AddrInfoType:
+    """*entry* with its sockaddr's port replaced by *port*."""
+    return (entry[0], entry[1], entry[2], entry[3], (entry[4][0], port, *entry[4][2:]))
+
+
+class _Services:
+    """The HTTPS records of one connect(): what each address answer stands for.
+
+    Happy Eyeballs v3 on top of the feeder. Each ServiceMode record (RFC 9460) is an
+    endpoint: a target name's addresses on the record's port. Its address hints are
+    raced provisionally until the target's own answer of that family arrives (section
+    7.3: then the hints are ignored; an untried hint is dropped, a tried one is not
+    tried again). The queue is ordered by record priority first (stable: the RFC 8305
+    order within a record stands); the name's own addresses on the caller's port come
+    last, as the fallback section 3 allows when no record's endpoint works.
+    """
+
+    __slots__ = (
+        "answers",
+        "asked",
+        "bindings",
+        "chosen",
+        "families",
+        "feeder",
+        "lookups",
+        "origin",
+        "owner",
+        "port",
+        "provisional",
+        "rank",
+        "resolver",
+    )
+
+    def __init__(
+        self, feeder: _Feeder, resolver: ResolverType, port: int, families: list[int]
+    ) -> None:
+        self.feeder = feeder
+        self.resolver = resolver
+        self.port = port
+        self.families = families
+        self.origin = feeder.host.rstrip(".").lower()  # names compare as _svcb spells them
+        self.owner = self.origin
+        self.bindings: list[ServiceBinding] = []
+        self.answers: dict[tuple[str, int], list[AddrInfoType]] = {}
+        self.asked: set[tuple[str, int]] = set()
+        self.provisional: dict[tuple[str, int], set[object]] = {}
+        self.rank: dict[object, int] = {}  # address key -> record index
+        self.chosen: dict[object, ServiceBinding] = {}
+        self.lookups = 0
+
+    def expand(self, name: str, family: int, entries: list[AddrInfoType]) -> list[AddrInfoType]:
+        """A real answer for *name*: its endpoints, the untried hints it replaces dropped."""
+        name = name.rstrip(".").lower()
+        if entries:
+            self.answers[name, family] = entries
+            self._drop_hints(name, family)
+        out: list[AddrInfoType] = []
+        for index, binding in enumerate(self.bindings):
+            if binding.target_of(self.owner) == name:
+                out += self._endpoints(index, binding, entries)
+        if name == self.origin:
+            out += entries  # the fallback: the name's own addresses on the caller's port
+        return out
+
+    def _endpoints(
+        self, index: int, binding: ServiceBinding, entries: list[AddrInfoType]
+    ) -> list[AddrInfoType]:
+        port = binding.port or self.port
+        out = [_on_port(entry, port) for entry in entries]
+        for entry in out:
+            key = _canonical(entry)[1]
+            self.rank.setdefault(key, index)  # the first (most preferred) record keeps it
+            self.chosen.setdefault(key, binding)
+        return out
+
+    def _drop_hints(self, name: str, family: int) -> None:
+        hints = self.provisional.pop((name, family), set())
+        race = self.feeder.race
+        drop = hints - {_canonical(entry)[1] for entry in race.started}
+        if not drop:
+            return
+        self.feeder.seen -= drop  # the real answer may bring the same address back
+        race.requeue([a for a in race.schedule.items if _canonical(a)[1] not in drop])
+
+    def fallback_waits(self, fresh: list[AddrInfoType]) -> bool:
+        """Whether *fresh*, all the name's own addresses, waits for record targets' answers.
+
+        With records, those addresses come after every record's endpoints: they do
+        not start alone while a target's lookup may still bring endpoints that go
+        first (for the resolution delay at most, as any held answer).
+        """
+        if not self.bindings or not any(k < _HTTPS for k in self.feeder.waiting):
+            return False
+        last = len(self.bindings)
+        return all(self.rank.get(_canonical(a)[1], last) == last for a in fresh)
+
+    def ordered(self, entries: list[AddrInfoType]) -> list[AddrInfoType]:
+        """*entries* by record priority; the name's own addresses last."""
+        last = len(self.bindings)
+        return sorted(entries, key=lambda entry: self.rank.get(_canonical(entry)[1], last))
+
+    def answered(self, name: str, bindings: list[ServiceBinding], error: OSError | None) -> None:
+        """The HTTPS lookup ended: add each record's endpoints, hints and target lookups."""
+        feeder = self.feeder
+        feeder.waiting.discard(_HTTPS)
+        race = feeder.race
+        if race.trace is not None:
+            event = _trace.ServiceBindingsResolved(
+                feeder.host, name, tuple(bindings), error, race.loop.time()
+            )
+            race.emit(event)
+        self.owner, self.bindings = name, bindings
+        new: dict[int, list[AddrInfoType]] = {f: [] for f in self.families}
+        for index, binding in enumerate(bindings):
+            target = binding.target_of(name)
+            for family in self.families:
+                known = self.answers.get((target, family))
+                if known is not None:
+                    new[family] += self._endpoints(index, binding, known)
+                    continue
+                hinted = hint_addr_infos(binding, self.port, family)
+                hints = self._endpoints(index, binding, hinted)
+                self.provisional.setdefault((target, family), set()).update(
+                    _canonical(entry)[1] for entry in hints
+                )
+                new[family] += hints
+                if target != self.origin:
+                    self._look_up(target, family)
+        self._settle([a for f in self.families for a in feeder._fresh(new[f])])
+        if not feeder.waiting:
+            race.stop_feeding()
+
+    def _settle(self, fresh: list[AddrInfoType]) -> None:
+        """Feed the new endpoints with what waited for the HTTPS answer, or hold them all.
+
+        One feed, so the race's next attempt sees every record's endpoints ranked
+        together; IPv4 alone still waits for IPv6 (RFC 8305 section 3).
+        """
+        feeder = self.feeder
+        pending = [*feeder.held, *fresh]
+        ipv6 = [a for a in pending if a[0] == socket.AF_INET6]
+        hold = bool(feeder.waiting) and (not ipv6 or feeder._should_wait(socket.AF_INET6, ipv6))
+        if not hold:
+            feeder._feed(feeder._take_held() + fresh)
+        elif fresh:
+            feeder.held = pending
+            if feeder.timer is None:
+                feeder.timer = feeder.race.loop.call_later(feeder.resolution_delay, feeder._release)
+
+    def _look_up(self, target: str, family: int) -> None:
+        """Ask for a record's target name's addresses of *family*, once."""
+        if (target, family) in self.asked:
+            return  # two records, one target: one lookup
+        self.asked.add((target, family))
+        self.lookups += 1
+        key = _HTTPS - self.lookups  # a waiting key per lookup; never a family
+        self.feeder.waiting.add(key)
+        done = functools.partial(self.target_answered, target, key)
+        feeder = self.feeder
+        feeder.lookups.append(
+            feeder.race.loop.create_task(
+                _lookup(self.resolver, target, self.port, family, feeder, done)
+            )
+        )
+
+    def target_answered(
+        self,
+        name: str,
+        key: int,
+        family: int,
+        addr_infos: list[AddrInfoType] | None,
+        error: OSError | None,
+    ) -> None:
+        """A record's target name answered (or failed) for *family*."""
+        feeder = self.feeder
+        race = feeder.race
+        feeder.waiting.discard(key)
+        if race.trace is not None:
+            if error is not None:
+                race.emit(_trace.ResolutionFailed(name, family, error, race.loop.time()))
+            else:
+                found = tuple(addr_infos or ())
+                race.emit(_trace.ResolutionFinished(name, family, found, race.loop.time()))
+        feeder._arrived(family, feeder._fresh(self.expand(name, family, addr_infos or [])))
+
+    def won(self, winner: AddrInfoType) -> None:
+        """Tell the trace which record the race was won on (if it was one's)."""
+        race = self.feeder.race
+        binding = self.chosen.get(_canonical(winner)[1])
+        if binding is not None and race.trace is not None:
+            event = _trace.ServiceBindingChosen(
+                self.feeder.host, binding, binding.tcp_alpn, binding.ech, winner, race.loop.time()
+            )
+            race.trace(event)  # not race.emit: the race is over, a bug raises here
+
+
 def _canonical(entry: AddrInfoType) -> tuple[AddrInfoType, object]:
     """*entry* with an IPv4-mapped IPv6 address turned into IPv4, and its identity."""
     if entry[0] != socket.AF_INET6:
@@ -268,8 +484,16 @@ def _canonical(entry: AddrInfoType) -> tuple[AddrInfoType, object]:
 ResolverType = Resolver | Callable[[str, int, int], Awaitable[list[AddrInfoType]]]
 
 
+Answered = Callable[[int, list[AddrInfoType] | None, OSError | None], None]
+
+
 async def _lookup(
-    resolver: ResolverType, host: str, port: int, family: int, feeder: _Feeder
+    resolver: ResolverType,
+    host: str,
+    port: int,
+    family: int,
+    feeder: _Feeder,
+    answered: Answered | None = None,
 ) -> None:
     """One family's lookup, start to end; nothing ever escapes this task.
 
@@ -279,19 +503,20 @@ async def _lookup(
     """
     if not _begin(feeder, host, family):
         return
+    done = answered or feeder.answered  # a record's target name has its own (_Services)
     # No local may hold an error past its except clause: the error's traceback
     # holds this frame, and the frame the feeder (a cycle, freed only by the GC).
     try:
         entries = _usable(await resolver(host, port, family), family, host)
     except OSError as exc:
         if not being_cancelled():
-            feeder.answered(family, None, exc)
+            done(family, None, exc)
     except asyncio.CancelledError as exc:
         if being_cancelled():
             raise
         # The resolver was cancelled by someone else (a shared in-flight lookup that
         # another waiter cancelled): this family's lookup failed, the other goes on.
-        feeder.answered(family, None, _cancelled_lookup(host, exc))
+        done(family, None, _cancelled_lookup(host, exc))
     except BaseException as exc:  # noqa: BLE001 - every kind: see _resolver_bug
         _resolver_bug(feeder, exc)
     else:
@@ -300,7 +525,45 @@ async def _lookup(
             # test_an_abandoned_lookup_is_nobodys_business[answers], but coverage's
             # tracer does not see this frame once a CancelledError was thrown into it.
             return  # pragma: no cover
-        feeder.answered(family, entries, None)
+        done(family, entries, None)
+
+
+async def _https_lookup(query: HttpsQuery, host: str, services: _Services) -> None:
+    """The HTTPS-record lookup (aliases followed), start to end; as :func:`_lookup`.
+
+    A failure counts as no record (RFC 9460 section 3: connect as without one).
+    """
+    try:
+        name, bindings = await service_bindings(query, host)
+    except OSError as exc:
+        if not being_cancelled():
+            services.answered(host, [], exc)
+    except BaseException as exc:  # noqa: BLE001 - every kind: see _resolver_bug
+        _resolver_bug(services.feeder, exc)
+    else:
+        if being_cancelled():
+            return  # pragma: no cover - as in _lookup: the query swallowed its cancellation
+        try:
+            services.answered(name, bindings, None)
+        except BaseException as exc:  # noqa: BLE001 - a trace that raised: to the caller
+            services.feeder.race.report_bug(exc)
+
+
+HttpsQuery = Callable[[str], Awaitable[Sequence[ServiceBinding]]]
+
+
+def _https_source(resolver: object) -> HttpsQuery | None:
+    """The resolver's HTTPS-record query, if it has one and it is on.
+
+    A resolver takes part when it has a ``resolve_https(name)`` coroutine method,
+    unless its ``https`` attribute is false (:class:`~happydial.DnspythonResolver`'s
+    is, unless made with ``https=True``).
+    """
+    query = getattr(resolver, "resolve_https", None)
+    if query is None or not getattr(resolver, "https", True):
+        return None
+    check_callable(query, "resolver.resolve_https")
+    return query  # type: ignore[no-any-return]
 
 
 def _begin(feeder: _Feeder, host: str, family: int) -> bool:
@@ -528,24 +791,50 @@ async def connect(
     # cancelled), from inside the race: they see their cancellation before this
     # task resumes, and nothing after the race is awaited.
     race.when_finished = feeder.close
-    if resolve is getaddrinfo_resolver and trace is None:
-        _start_default_lookups(host, port, families, feeder, loop)
-    else:  # a task per family, to trace its start or to await any resolver
-        feeder.lookups = [
-            loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families
-        ]
+    _start_lookups(resolve, host, port, families, feeder)
     try:
-        sock, _ = await race.connect(all_errors=all_errors)
+        sock, winner = await race.connect(all_errors=all_errors)
     except (OSError, ExceptionGroup) as exc:  # a group (all_errors=True) means attempts
         explain(synthesis, exc)
         error = _failure(exc, host, families, feeder)
         if error is None:
             raise
         raise error from error.__cause__
+    else:
+        if feeder.services is not None:
+            _chosen(feeder.services, winner, sock)
     finally:
         feeder.close()  # awaits nothing: see _Feeder.close
         feeder.errors = {}  # their tracebacks hold the lookups' frames, which hold the feeder
     return sock
+
+
+def _start_lookups(
+    resolve: ResolverType, host: str, port: int, families: list[int], feeder: _Feeder
+) -> None:
+    """Start the lookups: AAAA and A, and the HTTPS records when the resolver can."""
+    loop = feeder.race.loop
+    https = _https_source(resolve)  # checked before any lookup starts
+    if resolve is getaddrinfo_resolver and feeder.race.trace is None:
+        _start_default_lookups(host, port, families, feeder, loop)
+        return
+    if https is not None:  # HEv3: HTTPS records asked with AAAA and A (_Services)
+        # Before the address lookups start: an eager task (Python 3.12+) may answer
+        # during create_task, and its answer must already wait for the HTTPS records.
+        feeder.services = _Services(feeder, resolve, port, families)
+        feeder.waiting.add(_HTTPS)
+        feeder.lookups.append(loop.create_task(_https_lookup(https, host, feeder.services)))
+    # A task per family, to trace its start or to await any resolver.
+    feeder.lookups += [loop.create_task(_lookup(resolve, host, port, f, feeder)) for f in families]
+
+
+def _chosen(services: _Services, winner: AddrInfoType, sock: socket.socket) -> None:
+    """Trace the winner's HTTPS record; a trace that raises closes the socket."""
+    try:
+        services.won(winner)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _sources_for(

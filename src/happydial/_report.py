@@ -39,6 +39,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from . import _trace
 from ._errors import format_sockaddr, is_deadline_error
+from ._svcb import ServiceBinding
 
 __all__ = [
     "AttemptReport",
@@ -50,6 +51,7 @@ __all__ = [
     "first_line",
     "recording",
     "reported",
+    "service_text",
 ]
 
 P = ParamSpec("P")
@@ -201,6 +203,10 @@ class ConnectionReport:
         events: The timeline: every step, in order.
         started_at: The loop time at which the call began (to line up with trace
             events, whose ``time`` is the loop's).
+        service: The HTTPS record (RFC 9460) the connection was made on, when
+            :func:`~happydial.connect` raced one's endpoints and one won: its
+            ``tcp_alpn`` says which protocols to offer, its ``ech`` the ECH
+            configuration (see :doc:`/guides/https-records`).
     """
 
     call: Literal["start_connection", "connect"]
@@ -224,6 +230,7 @@ class ConnectionReport:
     synthesized: tuple[str, ...]
     events: tuple[ReportEvent, ...]
     started_at: float
+    service: ServiceBinding | None = None
 
     def summary(self) -> str:
         """One line for a log: the outcome, then each lookup and each attempt.
@@ -259,7 +266,8 @@ class ConnectionReport:
         ``dns_query_started``, ``dns_answer``, ``dns_error``, ``address_synthesized``,
         ``addresses_reordered``, ``connection_attempt_started``,
         ``connection_attempt_failed``, ``connection_attempt_succeeded``,
-        ``connection_attempt_cancelled``, ``attempt_delay_chosen``, and one of
+        ``connection_attempt_cancelled``, ``attempt_delay_chosen``, ``https_records``,
+        ``https_record_chosen``, and one of
         ``connection_established``, ``connection_failed``, ``connection_cancelled``,
         ``connection_timed_out``. The trace's ``report`` holds the fields of this
         report, times in milliseconds (``*_ms``), and its ``description`` the
@@ -338,6 +346,7 @@ class ConnectionReport:
             ],
             "reordered": list(self.reordered),
             "synthesized": list(self.synthesized),
+            "service": _service_json(self.service),
         }
 
 
@@ -561,6 +570,7 @@ class _Builder:
         self.synthesized: list[str] = []
         self.origins: dict[str, str] = {}
         self.winner: int | None = None
+        self.service: ServiceBinding | None = None
 
     def offset(self, time: float) -> float:
         """*time* (the loop's) in seconds since the call's start, to the nanosecond."""
@@ -678,6 +688,23 @@ class _Builder:
             ("prefix", event.prefix),
         )
 
+    def on_services(self, event: _trace.ServiceBindingsResolved, at: float) -> None:
+        records = tuple(service_text(b) for b in event.bindings)
+        data: list[tuple[str, EventValue]] = [("name", event.name), ("records", records)]
+        if event.error is not None:
+            data.append(("error", first_line(event.error)))
+        self.note(at, "https_records", *data)
+
+    def on_service_chosen(self, event: _trace.ServiceBindingChosen, at: float) -> None:
+        self.service = event.binding
+        self.note(
+            at,
+            "https_record_chosen",
+            ("record", service_text(event.binding)),
+            ("alpn", event.alpn),
+            ("ech", event.ech is not None),
+        )
+
     def on_other(self, event: object, at: float) -> None:
         self.note(at, _snake_case(type(event).__name__))
 
@@ -685,7 +712,7 @@ class _Builder:
         """The running lookup of *family* (a resolver's answer ends the latest one)."""
         record = _record_type(family)
         for lookup in reversed(self.lookups):
-            if lookup.family == record and lookup.end is None:
+            if lookup.family == record and lookup.host == host and lookup.end is None:
                 return lookup
         lookup = _Lookup(record, host, at)  # an answer with no start seen: zero-length
         self.lookups.append(lookup)
@@ -739,6 +766,7 @@ class _Builder:
             synthesized=tuple(self.synthesized),
             events=(ReportEvent(0.0, "connection_started", self._start_data()), *self.events),
             started_at=self.start,
+            service=self.service if outcome == "connected" else None,
         )
 
     def _start_data(self) -> tuple[tuple[str, EventValue], ...]:
@@ -802,6 +830,8 @@ _HANDLERS: dict[type, Callable[[_Builder, Any, float], None]] = {
     _trace.DelayAdjusted: _Builder.on_delay,
     _trace.HistoryReordered: _Builder.on_reordered,
     _trace.AddressSynthesized: _Builder.on_synthesized,
+    _trace.ServiceBindingsResolved: _Builder.on_services,
+    _trace.ServiceBindingChosen: _Builder.on_service_chosen,
 }
 
 _END_EVENTS: dict[CallOutcome, str] = {
@@ -825,6 +855,24 @@ _FAILURES: dict[int, str] = {
     errno.EACCES: "not permitted",
     errno.EPERM: "not permitted",
 }
+
+
+def service_text(binding: ServiceBinding) -> str:
+    """``1 svc.example port 8443``: an HTTPS record's priority, target and port."""
+    port = f" port {binding.port}" if binding.port is not None else ""
+    return f"{binding.priority} {binding.target or '.'}{port}"
+
+
+def _service_json(binding: ServiceBinding | None) -> dict[str, object] | None:
+    if binding is None:
+        return None
+    return {
+        "priority": binding.priority,
+        "target": binding.target or ".",
+        "port": binding.port,
+        "alpn": list(binding.tcp_alpn),
+        "ech": binding.ech is not None,
+    }
 
 
 def _failure(error: BaseException) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ._addresses import AddrInfoType
+from ._svcb import ServiceBinding
 
 __all__ = [
     "AddressSynthesized",
@@ -31,6 +32,8 @@ __all__ = [
     "ResolutionFailed",
     "ResolutionFinished",
     "ResolutionStarted",
+    "ServiceBindingChosen",
+    "ServiceBindingsResolved",
     "TraceEvent",
     "TraceType",
 ]
@@ -203,6 +206,50 @@ class AddressSynthesized(NamedTuple):
     time: float
 
 
+class ServiceBindingsResolved(NamedTuple):
+    """The HTTPS-record lookup ended (RFC 9460; Happy Eyeballs v3).
+
+    Attributes:
+        host: The name given to :func:`~happydial.connect`.
+        name: The name whose records these are (*host*, or where its AliasMode
+            records led).
+        bindings: Its ServiceMode records usable over TCP, in the order they are
+            tried; empty when there are none (or the lookup failed: then *error*).
+        error: Why the lookup failed, or ``None``.
+        time: The loop time of the answer.
+    """
+
+    host: str
+    name: str
+    bindings: tuple[ServiceBinding, ...]
+    error: BaseException | None
+    time: float
+
+
+class ServiceBindingChosen(NamedTuple):
+    """The race was won on an endpoint of an HTTPS record.
+
+    What the caller needs for its TLS handshake: the ALPN protocols that endpoint
+    speaks over TCP and its ECH configuration (which Python's :mod:`ssl` cannot use
+    yet: it is passed on, not used).
+
+    Attributes:
+        host: The name given to :func:`~happydial.connect`.
+        binding: The record the winning address came from.
+        alpn: The protocols to offer (``binding.tcp_alpn``), most preferred first.
+        ech: The record's ECHConfigList, or ``None``.
+        addr_info: The address connected to.
+        time: The loop time.
+    """
+
+    host: str
+    binding: ServiceBinding
+    alpn: tuple[str, ...]
+    ech: bytes | None
+    addr_info: AddrInfoType
+    time: float
+
+
 TraceEvent = (
     AttemptStarted
     | AttemptFailed
@@ -214,6 +261,8 @@ TraceEvent = (
     | HistoryReordered
     | DelayAdjusted
     | AddressSynthesized
+    | ServiceBindingsResolved
+    | ServiceBindingChosen
 )
 """Any of the trace event types."""
 

@@ -15,7 +15,8 @@ is a JSON object:
   thread, and ``"stdlib"`` (``host``, ``port``): ``socket.create_connection``, to compare;
 * ``kwargs``: keyword arguments for the call;
 * ``resolver``: for ``connect`` and ``resolve``, ``"getaddrinfo"`` (the default),
-  ``"aiodns"`` or ``"dnspython"``: which of happydial's resolvers looks names up;
+  ``"aiodns"``, ``"dnspython"`` or ``"dnspython-https"`` (``DnspythonResolver(https=True)``:
+  HTTPS records too): which of happydial's resolvers looks names up;
 * ``cancel_after``: cancel the call's task after this many seconds, or
   ``wait_for``: run the call under ``asyncio.wait_for`` with this timeout;
 * ``parent``: the pid of the test run; this process is killed when that one dies;
@@ -167,8 +168,8 @@ async def open_resolver(name: str | None) -> AsyncIterator[happydial.Resolver | 
         async with happydial.AiodnsResolver() as ares:
             await warm_up(ares)
             yield ares
-    elif name == "dnspython":
-        stub = happydial.DnspythonResolver()
+    elif name in {"dnspython", "dnspython-https"}:
+        stub = happydial.DnspythonResolver(https=name == "dnspython-https")
         await warm_up(stub)
         yield stub
     elif name == "getaddrinfo":

@@ -16,7 +16,9 @@ answers the SYN with a RST).
 Control: one JSON object per line on stdin, one JSON reply per line on stdout.
 
 * ``{"op": "zone", "names": {"a.lab.test": {"AAAA": {"addresses": [...], "delay": 2}}}}``
-  adds (or replaces) names; a type entry may also say ``"rcode": "NXDOMAIN"``;
+  adds (or replaces) names; a type entry may also say ``"rcode": "NXDOMAIN"``; an
+  ``HTTPS`` (or ``SVCB``) entry holds ``"records"`` in presentation format (RFC 9460:
+  ``"1 . alpn=h2 port=8443 ipv4hint=192.0.2.1"``, ``"0 cdn.lab.test."``) and a delay;
 * ``{"op": "listen", "addresses": ["2001:db8:5::1"], "port": 8080}`` adds listeners;
 * ``{"op": "stats"}`` answers with the queries received and connections accepted;
 * ``{"op": "dns64", "prefix": "64:ff9b:1::/96"}`` makes the server a DNS64 (RFC 6147): an
@@ -114,6 +116,11 @@ class Server:
         if addresses and rdtype in {"A", "AAAA"}:
             response.answer.append(
                 dns.rrset.from_text_list(name, TTL, dns.rdataclass.IN, rdtype, addresses)
+            )
+        texts = entry.get("records", [])
+        if texts and rdtype in {"HTTPS", "SVCB"}:
+            response.answer.append(
+                dns.rrset.from_text_list(name, TTL, dns.rdataclass.IN, rdtype, texts)
             )
         return float(entry.get("delay", 0.0)), response
 
