@@ -40,6 +40,7 @@ from happydial import AddrInfoType, SourceAddressCache
 from happydial.testing import VirtualClockLoop
 
 from .integration_helpers import has_ipv6_loopback
+from .lab.netns import Lab, LabUnavailableError
 
 # In CI, property tests draw the same examples on every run, so a red CI is
 # reproducible from its log; run locally, they explore new inputs each time.
@@ -394,3 +395,30 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if CHAOS_RACES:
         counts = ", ".join(f"{n} on the {path} path" for path, n in sorted(CHAOS_RACES.items()))
         terminalreporter.write_line(f"chaos: {sum(CHAOS_RACES.values())} races checked: {counts}")
+
+
+# -- the network lab (tests/lab/), shared by every test_lab*.py file ---------------------
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The one network lab of the session (root only; a failure under ``CI=true``)."""
+    try:
+        the_lab = Lab.start()
+    except LabUnavailableError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the network lab must run in CI, but: {exc}")
+        pytest.skip(f"network lab unavailable: {exc}")
+    try:
+        yield the_lab
+    finally:
+        the_lab.close()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_name(request: pytest.FixtureRequest) -> str:
+    """The loop a lab client runs its calls on."""
+    if request.param == "uvloop":
+        require(uvloop is not None, "uvloop is not installed")
+    name: str = request.param
+    return name

@@ -10,15 +10,13 @@ that with ``CI=true`` an unavailable lab is a failure.
 from __future__ import annotations
 
 import json
-import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from .conftest import require, uvloop
-from .lab.netns import DEAD, PORT, Lab, LabUnavailableError, Rule
+from .lab.netns import DEAD, PORT, Lab, Rule
 
 pytestmark = pytest.mark.lab
 
@@ -31,29 +29,9 @@ EARLY = 0.005  # timer granularity: uvloop's timers tick in whole milliseconds
 V6, V4 = socket.AF_INET6, socket.AF_INET
 
 
-# -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
-    try:
-        the_lab = Lab.start()
-    except LabUnavailableError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the network lab must run in CI, but: {exc}")
-        pytest.skip(f"network lab unavailable: {exc}")
-    try:
-        yield the_lab
-    finally:
-        the_lab.close()
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop_name(request: pytest.FixtureRequest) -> str:
-    if request.param == "uvloop":
-        require(uvloop is not None, "uvloop is not installed")
-    name: str = request.param
-    return name
+# The fixtures ``lab`` (one network lab per session) and ``loop_name`` are in conftest.py:
+# every lab file shares the one lab (imported into each file, it would be one per file,
+# with the same namespace names).
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from .test_lab import (
     connect,
     connection,
     dual_stack_zone,
-    loop_name,
     run_sequence,
     show,
     start_connection,
@@ -44,7 +43,6 @@ from .test_lab import (
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["loop_name"]  # a fixture, used by name
 
 LAN_V4 = ipaddress.ip_network("192.168.77.0/24")
 LAN_V6 = ipaddress.ip_network("fd00:77::/64")

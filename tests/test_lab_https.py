@@ -23,14 +23,11 @@ from .test_lab import (
     assert_won,
     connect,
     dual_stack_zone,
-    lab,
-    loop_name,
     show,
 )
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["lab", "loop_name"]  # fixtures of tests/test_lab.py, used by name
 
 RESOLVER = "dnspython-https"
 SLOW = 1.0  # the A and AAAA answers' delay in the early-hints scenarios

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from .lab.netns import DEAD, PORT, Lab
-from .test_lab import DELAY, EARLY, FAST, RESOLUTION_DELAY, RTT, dual_stack_zone, lab, show
+from .test_lab import DELAY, EARLY, FAST, RESOLUTION_DELAY, RTT, dual_stack_zone, show
 
 pytestmark = pytest.mark.lab
-__all__ = ["lab"]  # the session fixture, shared with tests/test_lab.py
 
 V6, V4 = socket.AF_INET6, socket.AF_INET
 RFC_SLACK = 0.05  # issue 18: at most the ideal plus 5 %
