@@ -23,6 +23,7 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_resolver``: the ``Resolver`` protocol and ``getaddrinfo_resolver`` on its thread pool.
 * ``_backends``: ``AiodnsResolver`` and ``DnspythonResolver``, the optional DNS back ends.
 * ``_connect``: ``connect``, host names resolved per family in parallel.
+* ``_tls``: TLS inside the race (Happy Eyeballs v3): an attempt wins when its handshake does.
 * ``_wrappers``: ``open_connection`` and ``create_connection`` in asyncio's shapes.
 * ``_cli``: ``python -m happydial``.
 """
@@ -69,6 +70,9 @@ from ._trace import HistoryReordered as HistoryReordered
 from ._trace import ResolutionFailed as ResolutionFailed
 from ._trace import ResolutionFinished as ResolutionFinished
 from ._trace import ResolutionStarted as ResolutionStarted
+from ._trace import TLSFailed as TLSFailed
+from ._trace import TLSStarted as TLSStarted
+from ._trace import TLSSucceeded as TLSSucceeded
 from ._trace import TraceEvent as TraceEvent
 from ._trace import TraceType as TraceType
 from ._version import __version__ as __version__
@@ -100,6 +104,9 @@ __all__ = [
     "SourceType",
     "SourcesType",
     "SynthesizedAddrInfos",
+    "TLSFailed",
+    "TLSStarted",
+    "TLSSucceeded",
     "TraceEvent",
     "TraceType",
     "__version__",
