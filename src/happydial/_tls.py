@@ -36,7 +36,9 @@ connection is lost, so nothing is left on the loop when the call returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +47,6 @@ from ._addresses import AddrInfoType
 from ._connect import RACE_CLASS, connect
 from ._errors import mark_tls_stage
 from ._racer import ConnectRace
-from ._sockets import TaskAttempt, being_cancelled
 
 if TYPE_CHECKING:  # only for annotations: importing ssl costs milliseconds
     import ssl
@@ -65,12 +66,12 @@ class _Holding(asyncio.Protocol):
     speaks first) so that the caller's protocol sees all of it.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.received: list[bytes] = []
         self.target: asyncio.BaseProtocol | None = None
         self.lost: list[Exception | None] = []  # [exc] once connection_lost came
-        self.closed: asyncio.Future[None] = loop.create_future()
+        self.closed = False  # connection_lost came
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """The TLS handshake completed."""
@@ -92,8 +93,18 @@ class _Holding(asyncio.Protocol):
             self.lost.append(exc)
         else:
             self.target.connection_lost(exc)
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self.closed = True
+
+    def gone(self) -> bool:
+        """Whether its connection_lost came (the caller's protocol's, once handed over)."""
+        return self.closed
+
+    def take_back(self) -> None:
+        """Undo the hand-over (the call is failing after all): the caller's protocol is lost."""
+        target, self.target = self.target, None
+        if target is not None:
+            self.transport.set_protocol(self)  # type: ignore[union-attr]
+            target.connection_lost(None)
 
     def abort(self) -> None:
         """Close the connection now, if the handshake had completed."""
@@ -125,6 +136,55 @@ def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
             view = view[size:]
     else:
         protocol.data_received(data)  # type: ignore[attr-defined]
+
+
+class _TLSAttempt:
+    """An attempt in its TLS stage, and how to stop it without cancelling its handshake.
+
+    Cancelling ``loop.create_connection`` is not clean everywhere: cancelled just after
+    its handshake completed, it starts a graceful TLS close (close_notify, up to
+    ``ssl_shutdown_timeout``); asyncio 3.11, cancelled before its transport's first
+    callbacks ran, leaves that transport reading a socket that is then closed; uvloop,
+    cancelled mid-handshake, leaves the handshake's timer behind. So a completed
+    handshake's transport is aborted, and a handshake in progress sees its socket shut
+    down: it fails at once, and the loop closes its transport as for any failed
+    handshake. The driver awaits the task, as any aborted task's.
+    """
+
+    __slots__ = ("holder", "sock", "task", "wait_for_transport")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        holder: _Holding,
+        task: asyncio.Task[None],
+        *,
+        wait_for_transport: bool,
+    ) -> None:
+        self.sock = sock
+        self.holder = holder
+        self.task = task
+        self.wait_for_transport = wait_for_transport  # uvloop: see _shut_down()
+
+    def abort(self) -> asyncio.Task[None]:
+        """End the connection now; the task ends once the loop has seen it."""
+        if self.holder.transport is not None:
+            self.holder.abort()
+        else:
+            self._shut_down()
+        return self.task
+
+    def _shut_down(self) -> None:
+        if self.task.done():
+            return
+        if self.wait_for_transport and getattr(self.sock, "_io_refs", 0) == 0:
+            # uvloop, before its transport took the socket (it counts a reference on
+            # it once its TCP stage is up): shut down now, the transport would be
+            # closed before it takes the socket, and take it anyway. Next iteration.
+            self.task.get_loop().call_soon(self._shut_down)
+            return
+        with contextlib.suppress(OSError):  # already reset or closed: it fails anyway
+            self.sock.shutdown(socket.SHUT_RDWR)
 
 
 class TLSStage:
@@ -167,7 +227,7 @@ class TLSStage:
 class TLSRace(ConnectRace):
     """A :class:`~happydial._racer.ConnectRace` whose attempts end with a TLS handshake."""
 
-    __slots__ = ("holders", "launched_at", "stage", "tls_stage")
+    __slots__ = ("holders", "launched_at", "on_uvloop", "stage", "tls_stage")
 
     def __init__(self, stage: TLSStage, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -175,6 +235,7 @@ class TLSRace(ConnectRace):
         self.launched_at: list[float] = []  # attempt index -> when its TCP connect started
         self.tls_stage: set[int] = set()  # attempts whose TCP connected: handshaking or done
         self.holders: dict[int, _Holding] = {}  # attempts whose handshake completed
+        self.on_uvloop = type(self.loop).__module__.startswith("uvloop")  # see _TLSAttempt
 
     def launch(self, item: AddrInfoType, index: int) -> Any:
         """Start the TCP stage of attempt *index*, remembering when."""
@@ -204,14 +265,14 @@ class TLSRace(ConnectRace):
         # The draft's adjustment of the Next Connection Attempt Timer (see the module).
         until = min(now + (now - started_at), started_at + MAX_ATTEMPT_DELAY)
         self.schedule.progressed(index, until)
-        task = self.loop.create_task(self._handshake(index, self.sockets[index]))
-        if not task.done():  # an eager task that already reported has nothing to abort
-            self._attempts[index] = TaskAttempt(task)
+        sock = self.sockets[index]
+        holder = _Holding()
+        task = self.loop.create_task(self._handshake(index, sock, holder))
+        self._attempts[index] = _TLSAttempt(sock, holder, task, wait_for_transport=self.on_uvloop)
         self._pump()  # the next start may have moved: move the timer with it
 
-    async def _handshake(self, index: int, sock: Any) -> None:
+    async def _handshake(self, index: int, sock: Any, holder: _Holding) -> None:
         stage = self.stage
-        holder = _Holding(self.loop)
         try:
             transport, _ = await self.loop.create_connection(
                 lambda: holder,
@@ -221,27 +282,23 @@ class TLSRace(ConnectRace):
                 ssl_handshake_timeout=stage.handshake_timeout,
                 ssl_shutdown_timeout=stage.shutdown_timeout,
             )
-        except BaseException as exc:  # our abort is re-raised; the rest, the schedule classifies
-            if holder.transport is not None:
-                # Cancelled after its handshake completed (another attempt won in the
-                # same loop iteration): asyncio began a graceful TLS close; make it now.
-                self.holders[index] = holder
-                holder.abort()
-            if isinstance(exc, asyncio.CancelledError) and being_cancelled():
-                raise
+        except BaseException as exc:  # noqa: BLE001 - the schedule classifies it
+            # Never this race's abort (see _TLSAttempt): a failed handshake, or a bug.
             self.report(index, exc)
             return
         self.holders[index] = holder
         if self.trace is not None:
             self.emit(_trace.TLSSucceeded(index, self.started[index], self.loop.time()))
-        if not self._finished:
-            try:
-                protocol = stage.protocol_factory()
-                holder.hand_over(protocol)
-            except BaseException as exc:  # noqa: BLE001 - the caller's bug: raised by the race
-                self.report_bug(exc)
-                return
-            stage.won = (transport, protocol)
+        if self._finished:
+            holder.abort()  # the trace raised: the race is over
+            return
+        try:
+            protocol = stage.protocol_factory()
+            holder.hand_over(protocol)
+        except BaseException as exc:  # noqa: BLE001 - the caller's bug: raised by the race
+            self.report_bug(exc)
+            return
+        stage.won = (transport, protocol)
         self.report(index, None)
 
     def on_failure(self, index: int, error: BaseException) -> None:
@@ -257,6 +314,7 @@ class TLSRace(ConnectRace):
         winner = self.schedule.winner
         for index, holder in self.holders.items():
             if index != winner:
+                holder.take_back()
                 holder.abort()
         if winner is None:
             self.stage.won = None
@@ -268,21 +326,28 @@ class TLSRace(ConnectRace):
             return await super().connect(all_errors=all_errors)
         finally:
             winner = self.schedule.winner
-            closing = [h.closed for i, h in self.holders.items() if i != winner]
+            closing = [h for i, h in self.holders.items() if i != winner]
             self.holders.clear()
             if closing:
                 await _wait_closed(closing)
 
 
-async def _wait_closed(closing: list[asyncio.Future[None]]) -> None:
-    """Wait for every future in *closing*, even if cancelled meanwhile (then re-raise)."""
+# How many loop iterations an aborted transport gets to close. An abort is immediate,
+# its end takes one or two iterations; the bound only guards against a loop that
+# reports neither sign of it (see _Holding.gone).
+_CLOSE_ITERATIONS = 100
+
+
+async def _wait_closed(holders: list[_Holding]) -> None:
+    """Wait until every aborted transport is gone, even if cancelled meanwhile (then re-raise)."""
     cancelled: asyncio.CancelledError | None = None
-    for future in closing:
-        while not future.done():
-            try:
-                await asyncio.shield(future)
-            except asyncio.CancelledError as exc:
-                cancelled = exc
+    for _ in range(_CLOSE_ITERATIONS):
+        if all(holder.gone() for holder in holders):
+            break
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
     if cancelled is not None:
         raise cancelled
 
