@@ -197,6 +197,39 @@ def test_every_attempt_failing_names_each_address_and_the_history_says_tls(
     run(main)
 
 
+def test_a_tcp_failure_in_a_tls_race_is_no_tls_failure(
+    run: Runner[Any], certs: Certificates, no_fd_leak: None
+) -> None:
+    async def main() -> None:
+        with listeners(certs, "good") as opened:
+            port = opened[0].port
+
+            async def resolve(host: str, port: int, family: int) -> list[happydial.AddrInfoType]:
+                if family == socket.AF_INET6:
+                    raise socket.gaierror(socket.EAI_NODATA, "no AAAA")
+                # Nothing listens on 127.0.0.9: refused, in the TCP stage.
+                return [addr_info("127.0.0.9", port), addr_info("127.0.0.1", port)]
+
+            trace, history = Recorder(), AddressHistory()
+            _, writer = await happydial.open_connection(
+                NAME,
+                port,
+                ssl=certs.client_context(),
+                tls_in_race=True,
+                resolver=resolve,
+                trace=trace,
+                history=history,
+            )
+            await close(writer)
+        (failed,) = trace.of(AttemptFailed)
+        assert isinstance(failed.error, ConnectionRefusedError)
+        assert trace.of(TLSFailed) == []
+        assert [e.attempt for e in trace.of(TLSStarted)] == [1]
+        assert failure_kind(failed.error) == "refused"
+
+    run(main)
+
+
 def test_ssl_handshake_timeout_is_per_attempt(
     run: Runner[Any], certs: Certificates, no_fd_leak: None
 ) -> None:
