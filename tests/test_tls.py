@@ -546,6 +546,77 @@ def test_what_arrives_before_the_hand_over_reaches_the_callers_protocol(
     run(main)
 
 
+def test_a_handed_over_protocol_is_taken_back_when_the_call_fails(run: Runner[Any]) -> None:
+    async def main() -> None:
+        holder = _tls._Holding()
+        holder.take_back()  # nothing handed over: nothing to do
+        transport = FakeTransport()
+        holder.connection_made(transport)
+        protocol = Collecting()
+        holder.hand_over(protocol)
+        holder.take_back()
+        assert transport.protocol is holder
+        assert protocol.calls == ["made", "lost None"]
+        holder.connection_lost(None)  # the aborted connection's end: the holder hears it
+        assert holder.closed
+        assert protocol.calls == ["made", "lost None"]
+
+        lost = _tls._Holding()
+        lost.connection_made(FakeTransport())
+        lost.connection_lost(None)  # gone before the hand-over
+        late = Collecting()
+        lost.hand_over(late)
+        lost.take_back()
+        assert late.calls == ["made", "lost None"]  # once
+
+    run(main)
+
+
+class FakeSocket:
+    """What a TLS-stage abort looks at: uvloop's reference count, and shutdown."""
+
+    def __init__(self, error: OSError | None = None) -> None:
+        self._io_refs = 0
+        self.shutdowns: list[int] = []
+        self.error = error
+
+    def shutdown(self, how: int) -> None:
+        if self.error is not None:
+            raise self.error
+        self.shutdowns.append(how)
+
+
+def test_an_abort_on_uvloop_waits_for_the_transport_to_hold_the_socket(run: Runner[Any]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+        task = asyncio.ensure_future(ended)
+        sock = FakeSocket()
+        attempt = _tls._TLSAttempt(sock, _tls._Holding(), task, wait_for_transport=True)  # type: ignore[arg-type]
+        assert attempt.abort() is task
+        assert sock.shutdowns == []  # not yet: the transport does not hold it
+        await asyncio.sleep(0)
+        assert sock.shutdowns == []
+        sock._io_refs = 1  # now it does
+        await asyncio.sleep(0)
+        assert sock.shutdowns == [socket.SHUT_RDWR]
+        ended.set_result(None)
+        await task
+        attempt.abort()  # the task is over: nothing more
+        await asyncio.sleep(0)
+        assert sock.shutdowns == [socket.SHUT_RDWR]
+
+        failing = FakeSocket(OSError(107, "not connected"))
+        task = asyncio.ensure_future(loop.create_future())
+        attempt = _tls._TLSAttempt(failing, _tls._Holding(), task, wait_for_transport=False)  # type: ignore[arg-type]
+        attempt.abort()  # already reset: the handshake fails anyway
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main)
+
+
 def test_waiting_for_closes_outlasts_a_cancellation(run: Runner[Any]) -> None:
     async def main() -> None:
         first, second = _tls._Holding(), _tls._Holding()
@@ -572,7 +643,7 @@ def test_waiting_for_closes_gives_up_on_a_transport_that_never_says(
     async def main() -> None:
         holder = _tls._Holding()
         await _tls._wait_closed([holder])  # returns: a loop that never says cannot hang us
-        assert not holder.gone()
+        assert not holder.closed
 
     run(main)
 

@@ -95,16 +95,17 @@ class _Holding(asyncio.Protocol):
             self.target.connection_lost(exc)
         self.closed = True
 
-    def gone(self) -> bool:
-        """Whether its connection_lost came (the caller's protocol's, once handed over)."""
-        return self.closed
-
     def take_back(self) -> None:
-        """Undo the hand-over (the call is failing after all): the caller's protocol is lost."""
+        """Undo the hand-over (the call is failing after all): the caller's protocol is lost.
+
+        The caller's protocol saw ``connection_made``, so it sees ``connection_lost`` now
+        (unless it already did); the holder hears the end of the connection itself.
+        """
         target, self.target = self.target, None
         if target is not None:
             self.transport.set_protocol(self)  # type: ignore[union-attr]
-            target.connection_lost(None)
+            if not self.closed:
+                target.connection_lost(None)
 
     def abort(self) -> None:
         """Close the connection now, if the handshake had completed."""
@@ -342,7 +343,7 @@ async def _wait_closed(holders: list[_Holding]) -> None:
     """Wait until every aborted transport is gone, even if cancelled meanwhile (then re-raise)."""
     cancelled: asyncio.CancelledError | None = None
     for _ in range(_CLOSE_ITERATIONS):
-        if all(holder.gone() for holder in holders):
+        if all(holder.closed for holder in holders):
             break
         try:
             await asyncio.sleep(0)
