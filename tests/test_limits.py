@@ -327,6 +327,34 @@ def test_the_deadline_of_connect_names_a_failed_lookup(vrun: Runner[Any]) -> Non
     assert isinstance(group.exceptions[1], TimeoutError)
 
 
+def test_the_deadline_of_connect_after_both_lookups_answered(vrun: Runner[Any]) -> None:
+    # Both lookups answered: the error's cause holds the attempts alone.
+    async def resolve(host: str, port: int, family: int) -> list[AddrInfoType]:
+        return [ai("2001:db8::1" if family == V6 else "192.0.2.1", port)]
+
+    async def main() -> BaseException:
+        net = FakeNetwork(asyncio.get_running_loop())
+        net.script("2001:db8::1", outcome="hang")
+        net.script("192.0.2.1", outcome="hang")
+        with pytest.raises(TimeoutError) as caught:
+            await connect(
+                "example.test",
+                80,
+                resolver=resolve,
+                socket_factory=net.socket_factory,
+                nat64=False,
+                timeout=0.5,
+            )
+        return caught.value
+
+    error = vrun(main)
+    assert str(error) == "no connection to example.test:80 within 0.5 s (2 attempts)"
+    group = error.__cause__
+    assert isinstance(group, ExceptionGroup)
+    assert [a[4][0] for a in failed_addr_infos(error)] == ["2001:db8::1", "192.0.2.1"]
+    assert len(group.exceptions) == 2
+
+
 def test_the_deadline_before_any_answer(vrun: Runner[Any]) -> None:
     async def main() -> BaseException:
         with pytest.raises(TimeoutError) as caught:
@@ -502,31 +530,3 @@ def test_a_trace_that_raises_on_a_dropped_or_expired_attempt(
         assert all(s.close_count == 1 for s in net.sockets)
 
     vrun(main)
-
-
-def test_the_deadline_of_connect_after_both_lookups_answered(vrun: Runner[Any]) -> None:
-    # Both families answered: the error's cause groups the attempts only, no lookup.
-    async def resolver(_host: str, port: int, family: int) -> list[AddrInfoType]:
-        return [ai("2001:db8::1" if family == V6 else "192.0.2.1", port)]
-
-    async def main() -> BaseException:
-        net = FakeNetwork(asyncio.get_running_loop())
-        net.script("2001:db8::1", outcome="hang")
-        net.script("192.0.2.1", outcome="hang")
-        with pytest.raises(TimeoutError) as caught:
-            await connect(
-                "example.test",
-                443,
-                resolver=resolver,
-                socket_factory=net.socket_factory,
-                nat64=False,
-                timeout=1.0,
-            )
-        return caught.value
-
-    error = vrun(main)
-    assert str(error) == "no connection to example.test:443 within 1 s (2 attempts)"
-    group = error.__cause__
-    assert isinstance(group, ExceptionGroup)
-    assert [a[4][0] for a in failed_addr_infos(error)] == ["2001:db8::1", "192.0.2.1"]
-    assert all(isinstance(e, TimeoutError) for e in group.exceptions)

@@ -26,6 +26,7 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_backends``: ``AiodnsResolver`` and ``DnspythonResolver``, the optional DNS back ends.
 * ``_svcb``: ``ServiceBinding``, HTTPS records (RFC 9460) as values and their order, pure.
 * ``_connect``: ``connect``, host names resolved per family in parallel.
+* ``_tls``: TLS inside the race (Happy Eyeballs v3): an attempt wins when its handshake does.
 * ``_wrappers``: ``open_connection`` and ``create_connection`` in asyncio's shapes.
 * ``_cli``: ``python -m happydial``.
 """
@@ -90,6 +91,9 @@ from ._trace import ResolutionFinished as ResolutionFinished
 from ._trace import ResolutionStarted as ResolutionStarted
 from ._trace import ServiceBindingChosen as ServiceBindingChosen
 from ._trace import ServiceBindingsResolved as ServiceBindingsResolved
+from ._trace import TLSFailed as TLSFailed
+from ._trace import TLSStarted as TLSStarted
+from ._trace import TLSSucceeded as TLSSucceeded
 from ._trace import TraceEvent as TraceEvent
 from ._trace import TraceType as TraceType
 from ._version import __version__ as __version__
@@ -137,6 +141,9 @@ __all__ = [  # noqa: RUF022
     "SourceType",
     "SourcesType",
     "SynthesizedAddrInfos",
+    "TLSFailed",
+    "TLSStarted",
+    "TLSSucceeded",
     "TraceEvent",
     "TraceType",
     "__version__",

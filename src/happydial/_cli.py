@@ -37,6 +37,7 @@ from ._report import Recording, first_line, recording, service_text
 from ._trace import TraceEvent
 from ._validate import DEFAULT_MAX_IN_FLIGHT
 from ._version import __version__
+from ._wrappers import create_connection
 
 __all__ = ["Environment", "main"]
 
@@ -125,9 +126,12 @@ class Timeline:
                 _trace.AttemptFailed: "failed",
                 _trace.AttemptSucceeded: "connected",
                 _trace.AttemptCancelled: "cancelled",
+                _trace.TLSStarted: "TCP connected, TLS handshake started",
+                _trace.TLSSucceeded: "TLS handshake done",
+                _trace.TLSFailed: "TLS handshake failed",
             }[type(event)]
             text = f"attempt {event.attempt} {where} {verb}"
-            if isinstance(event, _trace.AttemptFailed):
+            if isinstance(event, (_trace.AttemptFailed, _trace.TLSFailed)):
                 record["error"] = first_line(event.error)
                 text += f": {record['error']}"
         return text, record
@@ -321,6 +325,12 @@ def _parser(prog: str, out: TextIO) -> _Parser:
     parser.add_argument(
         "--family", choices=["4", "6"], default=None, help="only IPv4 (4) or only IPv6 (6)"
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS inside the race (Happy Eyeballs v3), verified with the default"
+        " context: an attempt wins when its TLS handshake completes",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument("--version", action="version", version=f"happydial {__version__}")
     parser.out = out
@@ -417,19 +427,19 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
     started = loop.time()
     try:
         with recording() as run.recorded:
-            sock = await connect(
-                host,
-                port,
-                family=family,
-                happy_eyeballs_delay=_attempt_delay(args),
-                trace=timeline,
-                timeout=limit,
-                max_in_flight=args.max_in_flight,
-                **env.connect_options(),
-            )
-    except ValueError as exc:  # connect() checks its arguments first: a bad zone, say
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
+            options = {
+                "family": family,
+                "happy_eyeballs_delay": _attempt_delay(args),
+                "trace": timeline,
+                "timeout": limit,
+                "max_in_flight": args.max_in_flight,
+            }
+            sock: _Closer | socket.socket
+            if args.tls:
+                sock = await _connect_tls(host, port, {**options, **env.connect_options()})
+            else:
+                sock = await connect(host, port, **options, **env.connect_options())
+    except OSError as exc:  # before ValueError: a certificate error is both
         if isinstance(exc, TimeoutError) and loop.time() - started >= limit:
             error = (
                 f"cannot connect to {_quote(host)} port {port}: no connection within {limit:g} s"
@@ -451,6 +461,8 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
         else:
             env.stderr.write(f"happydial: {error}\n")
         return EXIT_FAILED
+    except ValueError as exc:  # connect() checks its arguments first: a bad zone, say
+        raise UsageError(str(exc)) from None
     sock.close()
     elapsed = timeline.ms(loop.time())
     if args.json:
@@ -466,6 +478,24 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
     else:
         env.stdout.write(f"connected to {timeline.winner()} in {elapsed:.1f} ms\n")
     return EXIT_OK
+
+
+class _Closer:
+    """What ``--tls`` connected: closed at once (nothing was sent; no close_notify)."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def close(self) -> None:
+        self.transport.abort()  # type: ignore[attr-defined]
+
+
+async def _connect_tls(host: str, port: int, options: dict[str, Any]) -> _Closer:
+    """``--tls``: TLS inside the race, with the default context (``ssl=True``)."""
+    transport, _ = await create_connection(
+        asyncio.Protocol, host, port, ssl=True, tls_in_race=True, **options
+    )
+    return _Closer(transport)
 
 
 # ---------------------------------------------------------------------------

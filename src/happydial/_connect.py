@@ -29,6 +29,7 @@ The story of :func:`connect`, step by step:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import ipaddress
 import socket
@@ -73,6 +74,14 @@ from ._validate import (
 )
 
 __all__ = ["Resolver", "connect", "getaddrinfo_resolver"]
+
+
+# The race connect() runs: TCP (ConnectRace), or, set by the TLS layer (_tls) for one
+# call, a race whose attempts end with their TLS handshake. A context variable, not an
+# argument: connect()'s signature is public, and this is not.
+RACE_CLASS: contextvars.ContextVar[Callable[..., ConnectRace]] = contextvars.ContextVar(
+    "happydial_race_class", default=ConnectRace
+)
 
 
 def _literal_addr_infos(host: str, port: int) -> list[AddrInfoType] | None:
@@ -762,7 +771,7 @@ async def connect(
     nat64_use = check_nat64_options(nat64, last_resort_delay, family)
     cap, deadline = check_limits(max_in_flight, timeout)
     loop = asyncio.get_running_loop()
-    race = ConnectRace(
+    race = RACE_CLASS.get()(
         loop,
         delay,
         local_addr_infos=local,

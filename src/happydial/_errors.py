@@ -27,13 +27,16 @@ __all__ = [
     "deadline_error",
     "failed_addr_infos",
     "format_sockaddr",
+    "in_tls_stage",
     "is_deadline_error",
+    "mark_tls_stage",
     "no_local_address_error",
     "tag_error",
 ]
 
 _ADDR_INFO_ATTRIBUTE = "happydial_addr_info"
 _DEADLINE_ATTRIBUTE = "happydial_deadline"  # the timeout= that passed
+_STAGE_ATTRIBUTE = "happydial_stage"
 
 
 def format_sockaddr(sockaddr: tuple[object, ...]) -> str:
@@ -50,6 +53,17 @@ def tag_error(error: BaseException, addr_info: AddrInfoType) -> None:
     """Attach *addr_info* to *error* as an attribute and a readable note."""
     setattr(error, _ADDR_INFO_ATTRIBUTE, addr_info)
     error.add_note(f"while connecting to {format_sockaddr(addr_info[4])}")
+
+
+def mark_tls_stage(error: BaseException) -> None:
+    """Mark *error* as the failure of an attempt's TLS handshake (TCP had connected)."""
+    setattr(error, _STAGE_ATTRIBUTE, "tls")
+    error.add_note("in the TLS handshake (TCP had connected)")
+
+
+def in_tls_stage(error: BaseException) -> bool:
+    """Whether *error* failed an attempt in its TLS handshake (see :func:`mark_tls_stage`)."""
+    return getattr(error, _STAGE_ATTRIBUTE, None) == "tls"
 
 
 def failed_addr_infos(error: BaseException) -> list[AddrInfoType]:

@@ -29,11 +29,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from ._addresses import AddrInfoType, check_addr_infos, normalise
+from ._errors import in_tls_stage
 from ._validate import check_seconds, is_int
 
 __all__ = ["AddressHistory", "FailureKind", "failure_kind", "sort_by_history"]
 
-FailureKind = Literal["timeout", "refused", "unreachable", "error"]
+FailureKind = Literal["timeout", "refused", "unreachable", "tls", "error"]
 
 # RFC 8305 section 5: the Connection Attempt Delay "MAY be dynamic", with a
 # recommended minimum of 100 ms, a hard floor of 10 ms, and a recommended maximum
@@ -53,7 +54,13 @@ _UNREACHABLE = frozenset(
 
 
 def failure_kind(error: BaseException) -> FailureKind:
-    """Classify a failed attempt's error for the history."""
+    """Classify a failed attempt's error for the history.
+
+    ``"tls"``: TCP connected but the TLS handshake failed (a wrong certificate, a
+    middlebox that ate the ClientHello, a reset), when TLS is raced (``tls_in_race``).
+    """
+    if in_tls_stage(error):
+        return "tls"
     if isinstance(error, TimeoutError) or getattr(error, "errno", None) == errno.ETIMEDOUT:
         return "timeout"
     if isinstance(error, ConnectionRefusedError):
@@ -83,7 +90,7 @@ class _Record:
         self.failed_at = failed_at
 
 
-_KINDS = frozenset(("timeout", "refused", "unreachable", "error"))
+_KINDS = frozenset(("timeout", "refused", "unreachable", "tls", "error"))
 
 
 def _key(sockaddr: object) -> _Key | None:

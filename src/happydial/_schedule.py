@@ -219,6 +219,22 @@ class Schedule(Generic[ItemT]):
         else:
             self.phase = DUE  # delay 0: every attempt at once
 
+    def progressed(self, index: int, at: float) -> None:
+        """Attempt *index* made progress short of success (TCP connected, TLS follows).
+
+        If it is the most recent attempt and the next start waits for the delay, that
+        start comes no sooner than *at*: the Happy Eyeballs v3 draft extends the Next
+        Connection Attempt Timer once the transport handshake completes, to leave the
+        rest of the establishment (the TLS handshake) its time. Never earlier.
+        """
+        if (
+            self.phase is STAGGERING
+            and self.next_at is not None
+            and index == len(self.started) - 1
+            and at > self.next_at
+        ):
+            self.next_at = at
+
     def delay_elapsed(self) -> None:
         """``next_at`` has come: the next attempt is due."""
         if self.phase is STAGGERING and self.next_at is not None:

@@ -34,6 +34,9 @@ __all__ = [
     "ResolutionStarted",
     "ServiceBindingChosen",
     "ServiceBindingsResolved",
+    "TLSFailed",
+    "TLSStarted",
+    "TLSSucceeded",
     "TraceEvent",
     "TraceType",
 ]
@@ -250,6 +253,59 @@ class ServiceBindingChosen(NamedTuple):
     time: float
 
 
+class TLSStarted(NamedTuple):
+    """An attempt's TCP connect completed and its TLS handshake began (``tls_in_race``).
+
+    The attempt is still pending: it wins when its handshake completes. The time
+    since its :class:`AttemptStarted` is its TCP connect time.
+
+    Attributes:
+        attempt: The attempt's number in this race.
+        addr_info: The address connected to.
+        time: The loop time at which TCP connected.
+    """
+
+    attempt: int
+    addr_info: AddrInfoType
+    time: float
+
+
+class TLSSucceeded(NamedTuple):
+    """An attempt's TLS handshake completed (the certificate verified, if asked).
+
+    :class:`AttemptSucceeded` follows when it wins (it does, unless the call ended
+    meanwhile).
+
+    Attributes:
+        attempt: The attempt's number in this race.
+        addr_info: The address connected to.
+        time: The loop time at which the handshake completed.
+    """
+
+    attempt: int
+    addr_info: AddrInfoType
+    time: float
+
+
+class TLSFailed(NamedTuple):
+    """An attempt failed in its TLS handshake, after TCP connected.
+
+    A wrong certificate, a reset, ``ssl_handshake_timeout``, or the attempt's own
+    timeout. :class:`AttemptFailed` follows with the same error: the race goes on.
+
+    Attributes:
+        attempt: The attempt's number in this race.
+        addr_info: The address whose handshake failed.
+        error: Why.
+        time: The loop time of the failure.
+    """
+
+    attempt: int
+    addr_info: AddrInfoType
+    error: BaseException
+    time: float
+
+
 TraceEvent = (
     AttemptStarted
     | AttemptFailed
@@ -263,6 +319,9 @@ TraceEvent = (
     | AddressSynthesized
     | ServiceBindingsResolved
     | ServiceBindingChosen
+    | TLSStarted
+    | TLSSucceeded
+    | TLSFailed
 )
 """Any of the trace event types."""
 

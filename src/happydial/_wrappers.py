@@ -10,6 +10,9 @@ for a caller, fixed here:
 * If the handoff fails (a TLS handshake error, a cancellation), the socket is
   closed before the error propagates. uvloop closes and detaches it itself, and
   closing a detached socket is a no-op, so this is safe on every loop.
+
+With ``tls_in_race=True`` there is no handoff after the race: each attempt does its
+TLS handshake inside the race (``_tls``), and the first to complete it wins.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ if TYPE_CHECKING:  # only for annotations: importing ssl costs milliseconds
     import ssl
 
 from ._connect import connect
+from ._tls import connect_tls
+from ._validate import check_delay
 
 __all__ = ["create_connection", "open_connection"]
 
@@ -53,6 +58,7 @@ async def create_connection(
     server_hostname: str | None = None,
     ssl_handshake_timeout: float | None = None,
     ssl_shutdown_timeout: float | None = None,
+    tls_in_race: bool = False,
     **options: Any,
 ) -> tuple[asyncio.Transport, P]:
     """Like ``loop.create_connection(protocol_factory, host, port)``, with RFC 8305.
@@ -63,18 +69,48 @@ async def create_connection(
         port: The TCP port.
         ssl: An :class:`ssl.SSLContext`, or ``True`` for a default one.
         server_hostname: The TLS server name; defaults to *host* when *ssl* is set.
-        ssl_handshake_timeout: As for asyncio.
+        ssl_handshake_timeout: As for asyncio; with *tls_in_race*, for each attempt's
+            handshake.
         ssl_shutdown_timeout: As for asyncio.
+        tls_in_race: Do each attempt's TLS handshake inside the race (Happy Eyeballs
+            v3): an attempt whose handshake fails (a wrong certificate, say) fails,
+            and the race goes on; the first handshake to complete wins. Needs *ssl*.
+            *protocol_factory* is then called once, for the winner. See
+            :doc:`guides/happy-eyeballs-v3`.
         **options: Passed to :func:`happydial.connect` (``happy_eyeballs_delay``,
             ``resolver``, ``trace``, ...).
 
     Returns:
         ``(transport, protocol)``.
+
+    Raises:
+        OSError: No connection (with *tls_in_race*, the TLS errors are among the
+            attempts' errors, each naming its address).
+        ssl.SSLError: Without *tls_in_race*, the handshake with the winner failed.
+        TypeError: An argument has the wrong type.
+        ValueError: An argument has a bad value (*tls_in_race* without *ssl*, ...).
     """
     loop = asyncio.get_running_loop()
     _check_ssl(ssl, server_hostname)
+    if not isinstance(tls_in_race, bool):
+        raise TypeError(f"tls_in_race must be a bool, got {tls_in_race!r}")
     if ssl and server_hostname is None:
         server_hostname = host
+    if tls_in_race:
+        if not ssl:
+            raise ValueError(
+                f"tls_in_race=True needs ssl (an ssl.SSLContext, or True), got ssl={ssl!r}"
+            )
+        return await _connect_tls(  # type: ignore[return-value]
+            protocol_factory,
+            host,
+            port,
+            ssl,
+            server_hostname,  # type: ignore[arg-type]
+            check_delay(ssl_handshake_timeout, "ssl_handshake_timeout", allow_zero=False),
+            check_delay(ssl_shutdown_timeout, "ssl_shutdown_timeout", allow_zero=False),
+            options,
+        )
     extra: dict[str, Any] = {}
     if ssl:
         extra["server_hostname"] = server_hostname
@@ -89,6 +125,32 @@ async def create_connection(
         sock.close()
         raise
     return transport, protocol
+
+
+async def _connect_tls(
+    protocol_factory: Callable[[], P],
+    host: str,
+    port: int,
+    ssl: ssl.SSLContext | bool,
+    server_hostname: str,
+    handshake_timeout: float | None,
+    shutdown_timeout: float | None,
+    options: dict[str, Any],
+) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+    import ssl as ssl_module  # noqa: PLC0415 - only with TLS: a slow import
+
+    # One context for every attempt (True would make, and load the CAs of, one each).
+    context = ssl if isinstance(ssl, ssl_module.SSLContext) else ssl_module.create_default_context()
+    return await connect_tls(
+        protocol_factory,
+        host,
+        port,
+        context=context,
+        server_hostname=server_hostname,
+        handshake_timeout=handshake_timeout,
+        shutdown_timeout=shutdown_timeout,
+        options=options,
+    )
 
 
 async def open_connection(
@@ -108,7 +170,8 @@ async def open_connection(
         limit: The reader's buffer limit, as for asyncio.
         ssl: An :class:`ssl.SSLContext`, or ``True`` for a default one.
         server_hostname: The TLS server name; defaults to *host* when *ssl* is set.
-        **options: Passed to :func:`happydial.connect`.
+        **options: Passed to :func:`create_connection` (``tls_in_race``,
+            ``ssl_handshake_timeout``) and :func:`happydial.connect`.
 
     Returns:
         ``(reader, writer)``.
