@@ -564,6 +564,20 @@ async def happydial_loopback_resolver(
 # Ctrl-C: the timeline so far, then exit status 130, no traceback.
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_works() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here and in child processes, however we were started.
+
+    A shell starts background jobs with SIGINT ignored, and a child inherits that: these
+    tests would then wait for the command's deadline instead of being interrupted.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 async def interrupting_resolver(host: str, port: int, family: int) -> list[happydial.AddrInfoType]:
     if family == socket.AF_INET:
         signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C now
