@@ -78,7 +78,7 @@ async def measure(certs: Certificates, runs: int) -> dict[str, tuple[list[float]
                 return await resolve(host, port, socket.AF_INET)
             return await original(host, port, *args, **kwargs)
 
-        loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign]
+        loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign,assignment]
         contenders: dict[str, Callable[[], Awaitable[Any]]] = {
             "happydial tls_in_race": lambda: happydial.open_connection(
                 NAME, port, ssl=ctx, tls_in_race=True, resolver=resolve
