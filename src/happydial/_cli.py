@@ -31,7 +31,7 @@ from . import _trace
 from ._addresses import AddrInfoType
 from ._connect import connect
 from ._delays import DelayPolicy, ExponentialDelay, LanDelay
-from ._errors import format_sockaddr
+from ._errors import format_sockaddr, is_deadline_error
 from ._racer import start_connection
 from ._report import Recording, first_line, recording, service_text
 from ._trace import TraceEvent
@@ -424,7 +424,6 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
     loop = asyncio.get_running_loop()
     timeline = run.timeline = Timeline(loop.time(), None if args.json else env.stdout)
     limit = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
-    started = loop.time()
     try:
         with recording() as run.recorded:
             options = {
@@ -440,7 +439,7 @@ async def _connect_once(run: _Run, host: str, port: int, family: int) -> int:
             else:
                 sock = await connect(host, port, **options, **env.connect_options())
     except OSError as exc:  # before ValueError: a certificate error is both
-        if isinstance(exc, TimeoutError) and loop.time() - started >= limit:
+        if is_deadline_error(exc):  # connect()'s own deadline, not one attempt's timeout
             error = (
                 f"cannot connect to {_quote(host)} port {port}: no connection within {limit:g} s"
             )
