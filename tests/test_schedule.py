@@ -28,6 +28,7 @@ from happydial._schedule import (
     NEED_ITEMS,
     STAGGERING,
     STARVED,
+    TIMED_OUT,
     WAIT,
     Schedule,
 )
@@ -287,6 +288,8 @@ class Row:
     outcomes: dict[str, tuple[float, bool]]  # item -> (when it reports, whether it wins)
     starts: dict[str, float]  # item -> when it started
     winner: str | None
+    attempt_timeout: float | None = None
+    timed_out: tuple[str, ...] = ()  # the attempts the schedule timed out, in order
 
 
 ROWS = [
@@ -325,16 +328,68 @@ ROWS = [
         starts={"a": 0.0, "b": 1.0},
         winner="b",
     ),
+    Row(
+        name="one at a time, a black hole times out, the next wins",
+        delay=None,
+        attempt_timeout=2.0,
+        outcomes={"b": (0.3, True)},
+        starts={"a": 0.0, "b": 2.0},
+        winner="b",
+        timed_out=("a",),
+    ),
+    Row(
+        name="an older attempt timing out moves nothing",
+        delay=0.25,
+        attempt_timeout=0.4,
+        outcomes={"c": (0.1, True)},
+        # a times out at 0.4 while b is the most recent: c still starts at 0.5.
+        starts={"a": 0.0, "b": 0.25, "c": 0.5},
+        winner="c",
+        timed_out=("a",),
+    ),
+    Row(
+        name="the most recent attempt timing out starts the next at once",
+        delay=1.0,
+        attempt_timeout=0.4,
+        outcomes={"b": (0.4, False), "c": (0.1, True)},
+        starts={"a": 0.0, "b": 0.4, "c": 0.8},
+        winner="c",
+        timed_out=("a",),
+    ),
+    Row(
+        name="a success at the instant of its deadline counts",
+        delay=0.25,
+        attempt_timeout=0.5,
+        outcomes={"a": (0.5, True)},
+        starts={"a": 0.0, "b": 0.25},
+        winner="a",
+    ),
+    Row(
+        name="every attempt timing out ends the race without a winner",
+        delay=0.25,
+        attempt_timeout=0.3,
+        outcomes={},
+        # a (at 0.3) and b (at 0.55) time out while a newer one is in flight; c at 0.8.
+        starts={"a": 0.0, "b": 0.25, "c": 0.5},
+        winner=None,
+        timed_out=("a", "b", "c"),
+    ),
 ]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
 def test_scenarios_on_a_simulated_clock(row: Row) -> None:
-    """A tiny driver: the earliest of the next start and the next outcome happens."""
-    schedule = make(delay=row.delay)
+    """A tiny driver: the earliest of the next start, the next attempt deadline and the
+    next outcome happens; an outcome at the instant of a timer comes first (it was
+    already on its way)."""
+    schedule: Schedule[str] = Schedule(
+        row.delay, connection_errors, attempt_timeout=row.attempt_timeout
+    )
+    schedule.add(("a", "b", "c"))
     schedule.start()
     now = 0.0
     starts: dict[str, float] = {}
+    timed_out: list[str] = []
     due: dict[int, tuple[float, bool]] = {}
     while True:
         step = schedule.step()
@@ -345,13 +400,20 @@ def test_scenarios_on_a_simulated_clock(row: Row) -> None:
             due[step] = (now + when, wins)
             schedule.launched(step, now)
             continue
+        if step is TIMED_OUT:
+            index = schedule.dropping
+            assert index is not None
+            del due[index]  # the driver aborts it
+            timed_out.append(schedule.started[index])
+            assert schedule.failed(index, TimeoutError("attempt_timeout")) is FAILED
+            continue
         if step is FINISHED:
             break
         index = min(due, key=lambda i: due[i][0])
-        timer = schedule.next_at
-        if timer is not None and timer <= due[index][0]:
-            now = timer
-            schedule.delay_elapsed()
+        timers = [t for t in (schedule.next_at, schedule.next_expiry) if t is not None]
+        if timers and min(timers) < due[index][0]:
+            now = min(timers)
+            schedule.time_passed(now)
             continue
         now, wins = due.pop(index)
         if wins:
@@ -362,6 +424,9 @@ def test_scenarios_on_a_simulated_clock(row: Row) -> None:
     assert (schedule.started[schedule.winner] if schedule.winner is not None else None) == (
         row.winner
     )
+    assert tuple(timed_out) == row.timed_out
+    assert schedule.expiries == {}
+    assert schedule.next_expiry is None
 
 
 # -- limits: max_in_flight and the overall deadline ----------------------------------
@@ -450,3 +515,101 @@ def test_expire_after_the_end_changes_nothing() -> None:
     assert schedule.succeeded(0)
     schedule.expire()
     assert (schedule.expired, schedule.winner) == (False, 0)
+
+
+# -- per-attempt deadlines (attempt_timeout) -------------------------------------------
+
+
+def timed(delay: float | None, timeout: float, items: tuple[str, ...]) -> Schedule[str]:
+    schedule: Schedule[str] = Schedule(delay, connection_errors, attempt_timeout=timeout)
+    schedule.add(items)
+    schedule.start()
+    return schedule
+
+
+def deadlines(schedule: Schedule[str]) -> tuple[dict[int, float], float | None]:
+    return dict(schedule.expiries), schedule.next_expiry
+
+
+def test_each_pending_attempt_has_a_deadline_in_start_order() -> None:
+    schedule = timed(0.25, 1.0, ("a", "b", "c"))
+    launch(schedule, 0.0)
+    schedule.time_passed(0.25)
+    launch(schedule, 0.25)
+    assert deadlines(schedule) == ({0: 1.0, 1: 1.25}, 1.0)
+    assert schedule.failed(0, OSError("refused")) is FAILED
+    assert deadlines(schedule) == ({1: 1.25}, 1.25)
+    schedule.time_passed(1.2)  # before the deadline: nothing runs out
+    assert schedule.overdue is None
+    assert schedule.succeeded(1)
+    assert deadlines(schedule) == ({}, None)
+
+
+def test_a_timeout_is_handled_before_a_start_due_at_the_same_instant() -> None:
+    schedule = timed(0.25, 0.25, ("a", "b"))
+    launch(schedule, 0.0)
+    schedule.time_passed(0.25)  # a's deadline and b's start, both now
+    assert (schedule.phase, schedule.next_at) == (DUE, None)
+    assert schedule.step() is TIMED_OUT
+    assert schedule.dropping == 0
+    assert schedule.failed(0, TimeoutError("attempt_timeout")) is FAILED
+    assert launch(schedule, 0.25) == (1, "b")
+
+
+def test_several_attempts_run_out_at_once_oldest_first() -> None:
+    schedule = timed(0, 1.0, ("a", "b", "c"))  # delay 0: all start at once
+    for _ in range(3):
+        launch(schedule, 0.0)
+    schedule.time_passed(5.0)
+    order = []
+    while (step := schedule.step()) is TIMED_OUT:
+        assert schedule.dropping is not None
+        order.append(schedule.dropping)
+        schedule.failed(schedule.dropping, TimeoutError("attempt_timeout"))
+    assert order == [0, 1, 2]
+    assert (step, schedule.phase, schedule.winner) == (FINISHED, DONE, None)
+
+
+def test_an_attempt_that_reported_after_running_out_is_not_aborted() -> None:
+    schedule = timed(0, 1.0, ("a", "b"))
+    launch(schedule, 0.0)
+    launch(schedule, 0.0)
+    schedule.time_passed(1.0)
+    assert schedule.failed(0, OSError("refused, on its way before the timer")) is FAILED
+    assert schedule.step() is TIMED_OUT
+    assert schedule.dropping == 1
+    assert schedule.succeeded(1) is True  # the driver's abort lost to a success: it counts
+    assert schedule.step() is FINISHED
+
+
+def test_running_out_after_the_end_asks_for_nothing() -> None:
+    schedule = timed(0.25, 1.0, ("a", "b"))
+    launch(schedule, 0.0)
+    schedule.time_passed(1.0)
+    schedule.abandon()  # the caller gave up first
+    assert (schedule.expiries, schedule.overdue) == ({}, None)
+    assert schedule.step() is FINISHED
+
+
+def test_a_launch_after_the_race_ended_gets_no_deadline() -> None:
+    schedule = timed(0.25, 1.0, ("a",))
+    index = schedule.step()
+    schedule.crash(RuntimeError("a trace hook raised while attempt 0 was launched"))
+    schedule.launched(index, 0.0)  # type: ignore[arg-type]
+    assert deadlines(schedule) == ({}, None)
+
+
+def test_without_attempt_timeout_nothing_runs_out() -> None:
+    schedule = make(delay=None)
+    schedule.start()
+    launch(schedule, 0.0)
+    schedule.time_passed(1e9)
+    assert (schedule.expiries, schedule.overdue, schedule.step()) == ({}, None, WAIT)
+
+
+def test_running_out_of_attempts_that_all_reported_since_asks_for_nothing() -> None:
+    schedule = timed(0.25, 1.0, ("a", "b"))
+    launch(schedule, 0.0)
+    schedule.time_passed(1.0)  # a's deadline, and b's start
+    assert schedule.failed(0, OSError("refused, on its way before the timer")) is FAILED
+    assert launch(schedule, 1.0) == (1, "b")  # no TIMED_OUT first: a already reported

@@ -11,7 +11,9 @@ What lives here and not in the schedule, because it is about the loop:
 
 * **One delay timer**, armed two loop iterations late (:meth:`LoopRace._arm_delay`),
   so that fast races never create a ``TimerHandle``.
-* **Attempt timeouts**, one ``TimerHandle`` per attempt while it is pending.
+* **Attempt timeouts**: the schedule keeps each pending attempt's deadline; one
+  ``TimerHandle`` at the earliest of them tells the schedule the time when it comes
+  (:meth:`Schedule.time_passed`), and is moved on to the next one then.
 * **The overall deadline**, one ``TimerHandle`` per race that has one: when it fires,
   the schedule expires and the pending attempts are aborted.
 * **Dropped attempts**: when the schedule asks to drop the oldest attempt to keep
@@ -33,7 +35,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from ._schedule import DROP, FAILED, IDLE, IGNORED, NEED_ITEMS, WAIT, Schedule
+from ._schedule import DROP, FAILED, IDLE, IGNORED, NEED_ITEMS, TIMED_OUT, WAIT, Schedule, Step
 from ._sockets import Attempt
 
 __all__ = ["LoopRace"]
@@ -56,13 +58,13 @@ class LoopRace(Generic[ItemT]):
         "_deadline_timer",
         "_deferred",
         "_done",
+        "_expiry_at",
+        "_expiry_timer",
         "_finished",
         "_launching",
         "_pumping",
-        "_timeouts",
         "_timer",
         "_timer_at",
-        "attempt_timeout",
         "deadline",
         "errors",
         "loop",
@@ -75,19 +77,19 @@ class LoopRace(Generic[ItemT]):
         self,
         loop: asyncio.AbstractEventLoop,
         schedule: Schedule[ItemT],
-        attempt_timeout: float | None,
         deadline: float | None = None,
     ) -> None:
         self.loop = loop
         self.schedule = schedule
-        self.attempt_timeout = attempt_timeout
         self.deadline = deadline  # the loop time at which the race expires, if any
         self._deadline_timer: asyncio.TimerHandle | None = None
         # The schedule never rebinds these lists: read them here without a hop.
         self.started = schedule.started
         self.errors = schedule.errors
         self._attempts: dict[int, Attempt] = {}
-        self._timeouts: dict[int, asyncio.TimerHandle] = {}
+        # The timer at the earliest attempt deadline, when the schedule has any.
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_at = 0.0
         # These three are made when first needed: most races never need them.
         self._aborted: list[asyncio.Task[None]] | None = None
         self._busy: dict[int, asyncio.Task[None]] | None = None
@@ -155,10 +157,7 @@ class LoopRace(Generic[ItemT]):
         if error is None:
             if not schedule.succeeded(index):
                 return
-            # _settle(index), inline: this is every race's winning path.
             self._attempts.pop(index, None)
-            if self._timeouts:
-                self._timeouts.pop(index).cancel()
             self.on_success(index)
             # The schedule is DONE: wind up now, unless the pump running below us
             # (an attempt that won while it was being launched) will.
@@ -168,7 +167,7 @@ class LoopRace(Generic[ItemT]):
         verdict = schedule.failed(index, error)
         if verdict is IGNORED:
             return
-        self._settle(index)
+        self._attempts.pop(index, None)
         self._discard(index)
         if verdict is FAILED:
             self.on_failure(index, error)
@@ -217,8 +216,8 @@ class LoopRace(Generic[ItemT]):
                     return
                 elif step is NEED_ITEMS:
                     self.need_items()  # it may add items or stop feeding: ask again
-                elif step is DROP:
-                    self._drop(schedule.dropping)  # type: ignore[arg-type]
+                elif step is DROP or step is TIMED_OUT:
+                    self._drop(step, schedule.dropping)  # type: ignore[arg-type]
                 else:
                     self._finish()
                     return
@@ -237,11 +236,10 @@ class LoopRace(Generic[ItemT]):
             self._launching = False
         if attempt is not None:
             self._attempts[index] = attempt
-        if self.attempt_timeout is not None:
-            self._timeouts[index] = self.loop.call_later(
-                self.attempt_timeout, self._on_attempt_timeout, index
-            )
-        self.schedule.launched(index, self.loop.time())
+        schedule = self.schedule
+        schedule.launched(index, self.loop.time())
+        if schedule.attempt_timeout is not None and self._expiry_timer is None:
+            self._arm_expiry()
         if self._deferred:
             self._handle_deferred()
 
@@ -286,21 +284,34 @@ class LoopRace(Generic[ItemT]):
         self.schedule.expire()
         self._pump()
 
-    def _on_attempt_timeout(self, index: int) -> None:
-        self._timeouts.pop(index)
-        # The timer is cancelled when the attempt reports, so it is still in flight.
-        self._stop(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
+    def _arm_expiry(self) -> None:
+        """Set the expiry timer at the schedule's earliest attempt deadline, if unset."""
+        at = self.schedule.next_expiry
+        if at is not None and self._expiry_timer is None:
+            self._expiry_at = at
+            self._expiry_timer = self.loop.call_at(at, self._on_expiry)
 
-    def _drop(self, index: int) -> None:
-        """Abort the oldest pending attempt to keep ``max_in_flight`` (the schedule's DROP)."""
-        cap = self.schedule.max_in_flight
-        self._stop(
-            index,
-            TimeoutError(
+    def _on_expiry(self) -> None:
+        # Not cancelled when its attempt reports (a cancelled TimerHandle stays in
+        # asyncio's heap): the schedule knows which attempts are still pending, and
+        # the timer moves on to the next deadline.
+        self._expiry_timer = None
+        self.schedule.time_passed(self._expiry_at)  # the timer's time, not a clock read
+        self._pump()
+        if not self._finished:
+            self._arm_expiry()  # unless a launch in the pump armed it
+
+    def _drop(self, step: Step, index: int) -> None:
+        """Abort attempt *index* as the schedule asks: out of time, or to keep the cap."""
+        schedule = self.schedule
+        if step is TIMED_OUT:
+            error = TimeoutError(f"connect timed out after {schedule.attempt_timeout} s")
+        else:
+            error = TimeoutError(
                 f"no answer before the next attempt was due; abandoned to keep at most"
-                f" {cap} attempts in flight (max_in_flight)"
-            ),
-        )
+                f" {schedule.max_in_flight} attempts in flight (max_in_flight)"
+            )
+        self._stop(index, error)
 
     def _stop(self, index: int, error: BaseException) -> None:
         """Abort pending attempt *index* and report it failed with *error*."""
@@ -313,13 +324,6 @@ class LoopRace(Generic[ItemT]):
                 self._busy = {}
             self._busy[index] = task
         self.report(index, error)
-
-    def _settle(self, index: int) -> None:
-        """Attempt *index* reported: forget it and its timeout."""
-        self._attempts.pop(index, None)
-        timeout = self._timeouts.pop(index, None)
-        if timeout is not None:
-            timeout.cancel()
 
     def _abort(self, attempt: Attempt) -> asyncio.Task[None] | None:
         """Stop *attempt* now; remember its task, if any, to await it later."""
@@ -349,9 +353,9 @@ class LoopRace(Generic[ItemT]):
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer = None
-        for handle in self._timeouts.values():
-            handle.cancel()
-        self._timeouts.clear()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
         attempts, self._attempts = self._attempts, {}
         for attempt in attempts.values():
             self._abort(attempt)

@@ -130,10 +130,10 @@ class ConnectRace(LoopRace[AddrInfoType]):
         timeout: float | None = None,
     ) -> None:
         policy, delay, delay_after = plan_delay(self, delay, history)
-        schedule = Schedule(delay, is_failure, delay_after, max_in_flight)
+        schedule = Schedule(delay, is_failure, delay_after, max_in_flight, attempt_timeout)
         # The deadline counts from now: the call's start, lookups included.
         deadline = None if timeout is None else loop.time() + timeout
-        super().__init__(loop, schedule, attempt_timeout, deadline)
+        super().__init__(loop, schedule, deadline)
         self.timeout = timeout
         self.target = ""  # " to host:port", for the deadline's message (the host-name layer)
         self.delay = delay

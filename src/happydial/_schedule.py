@@ -26,6 +26,10 @@ The rules:
   to answer, and waiting for it would stall the race behind black holes. With
   ``delay=0`` (everything at once) there is no "oldest by a delay": the start waits
   for a slot (FULL) until an attempt fails.
+* ``attempt_timeout``: an attempt still pending that long after it started fails
+  with a timeout. The schedule keeps each pending attempt's deadline; the driver
+  tells it the time (:meth:`Schedule.time_passed`) and aborts what
+  :meth:`Schedule.step` says has run out (``TIMED_OUT``, index in ``dropping``).
 * An overall deadline (:meth:`Schedule.expire`) ends the race; the pending attempts
   are the driver's to abort, and their failures are the deadline's.
 * The race is over when it has a winner or a bug, or when nothing is pending, nothing
@@ -45,13 +49,18 @@ Phases (h11 style: one name, not a combination of booleans)::
 
 In DUE with ``max_in_flight`` attempts in flight and a delay, :meth:`Schedule.step`
 asks the driver to drop the oldest (``DROP``, index in ``dropping``) before it
-launches; a delay policy is the ``delay_after`` policy.
+launches; a delay policy is the ``delay_after`` policy. In any phase but DONE, an
+attempt whose deadline :meth:`Schedule.time_passed` found passed is aborted first
+(``TIMED_OUT``), before anything new is launched: it frees its slot, and if it was
+the most recent attempt, its failure makes the next start due (section 5).
 
 Invariants: each attempt is pending from its launch (:meth:`Schedule.step`) until its first
 outcome, and an outcome counts only while its attempt is pending and the race is
 not DONE; ``started`` and ``errors`` only grow (one slot per attempt, in start
 order) and are never rebound, so a driver may hold them; ``next_at`` is set only in
-STAGGERING.
+STAGGERING; ``expiries`` holds the deadlines of pending attempts only, in start order,
+which is also deadline order (one ``attempt_timeout``, starts in time order), so its
+first value is the earliest.
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ __all__ = [
     "NEED_ITEMS",
     "STAGGERING",
     "STARVED",
+    "TIMED_OUT",
     "WAIT",
     "Phase",
     "Schedule",
@@ -102,12 +112,13 @@ class Step(enum.Enum):
     NEED_ITEMS = "need items"  # a start is due and the queue is empty: add or stop_feeding
     FINISHED = "finished"  # DONE: abort what is pending, hand over the result
     DROP = "drop"  # abort attempt `dropping` and report it failed: max_in_flight is reached
+    TIMED_OUT = "timed out"  # abort attempt `dropping` and report it failed: attempt_timeout
 
 
 # Module constants, not ``Phase.DUE``: on Python 3.11 an enum member looked up on its
 # class costs about 0.25 us, and a race does a dozen such lookups (see bench/).
 IDLE, DUE, STARVED, STAGGERING, FULL, DONE = Phase
-WAIT, NEED_ITEMS, FINISHED, DROP = Step
+WAIT, NEED_ITEMS, FINISHED, DROP, TIMED_OUT = Step
 
 
 class Verdict(enum.Enum):
@@ -132,21 +143,26 @@ class Schedule(Generic[ItemT]):
             not always *delay* (adaptive from history). Called only when *delay*
             is set and another attempt may follow.
         max_in_flight: At most this many attempts pending at once; ``None``: no cap.
+        attempt_timeout: Seconds after its start at which a pending attempt has
+            run out (see :meth:`time_passed`); ``None``: never.
     """
 
     # Slots: a race is made per connection (see bench/).
     __slots__ = (
+        "attempt_timeout",
         "bug",
         "delay",
         "delay_after",
         "dropping",
         "errors",
         "expired",
+        "expiries",
         "feeding",
         "is_failure",
         "items",
         "max_in_flight",
         "next_at",
+        "overdue",
         "pending",
         "phase",
         "started",
@@ -159,12 +175,16 @@ class Schedule(Generic[ItemT]):
         is_failure: Callable[[BaseException], bool],
         delay_after: Callable[[ItemT, int], float] | None = None,
         max_in_flight: int | None = None,
+        attempt_timeout: float | None = None,
     ) -> None:
         self.delay = delay
         self.is_failure = is_failure
         self.delay_after = delay_after
         self.max_in_flight = max_in_flight
-        self.dropping: int | None = None  # the attempt a DROP step asks to abort
+        self.attempt_timeout = attempt_timeout
+        self.expiries: dict[int, float] = {}  # pending attempt -> when it runs out
+        self.overdue: deque[int] | None = None  # ran out, to abort (made when first needed)
+        self.dropping: int | None = None  # the attempt a DROP or TIMED_OUT step asks to abort
         self.expired = False  # the overall deadline ended the race
         self.phase = IDLE
         self.items: deque[ItemT] = deque()  # queued, not started
@@ -205,6 +225,8 @@ class Schedule(Generic[ItemT]):
 
     def launched(self, index: int, now: float) -> None:
         """Attempt *index*, the latest launch, started at *now*."""
+        if self.attempt_timeout is not None and index in self.pending and self.phase is not DONE:
+            self.expiries[index] = now + self.attempt_timeout
         if self.delay is None or not (self.items or self.feeding):
             return  # the next start waits for a failure, or there is none
         delay = (
@@ -241,6 +263,31 @@ class Schedule(Generic[ItemT]):
             self.next_at = None
             self.phase = DUE
 
+    def time_passed(self, now: float) -> None:
+        """The driver's clock reads *now*: a start or attempt deadlines may have come.
+
+        A start due by *now* becomes due; every pending attempt whose deadline is
+        *now* or earlier has run out, and :meth:`step` asks the driver to abort each
+        (``TIMED_OUT``), oldest first, before anything else.
+        """
+        next_at = self.next_at
+        if next_at is not None and now >= next_at:
+            self.delay_elapsed()
+        expiries = self.expiries
+        while expiries:
+            index, at = next(iter(expiries.items()))
+            if at > now:
+                break
+            del expiries[index]
+            if self.overdue is None:
+                self.overdue = deque()
+            self.overdue.append(index)
+
+    @property
+    def next_expiry(self) -> float | None:
+        """The earliest deadline of a pending attempt, or ``None``."""
+        return next(iter(self.expiries.values()), None)
+
     def succeeded(self, index: int) -> bool:
         """Attempt *index* connected; whether that made it the winner."""
         if index not in self.pending or self.phase is DONE:
@@ -249,6 +296,8 @@ class Schedule(Generic[ItemT]):
         self.winner = index
         self.phase = DONE  # _done(), inline: every race's winning path
         self.next_at = None
+        if self.attempt_timeout is not None:
+            self.expiries.clear()
         return True
 
     def failed(self, index: int, error: BaseException) -> Verdict:
@@ -256,6 +305,8 @@ class Schedule(Generic[ItemT]):
         if index not in self.pending or self.phase is DONE:
             return IGNORED
         self.pending.discard(index)
+        if self.attempt_timeout is not None:
+            self.expiries.pop(index, None)
         if not self.is_failure(error):
             self.crash(error)
             return FATAL
@@ -299,6 +350,10 @@ class Schedule(Generic[ItemT]):
         :meth:`delay_elapsed` comes next. ``DROP``: abort attempt ``dropping``
         and report it failed (:meth:`failed`), then ask again.
         """
+        if self.overdue:  # rare: only when time_passed found attempts out of time
+            step = self._next_overdue()
+            if step is not None:
+                return step
         phase = self.phase
         if phase is DUE:
             if self.items:
@@ -322,9 +377,7 @@ class Schedule(Generic[ItemT]):
             self.phase = STAGGERING
             self._maybe_done()
             phase = self.phase
-        if phase is DONE:
-            return FINISHED
-        return WAIT
+        return FINISHED if phase is DONE else WAIT
 
     # -- internals -----------------------------------------------------------
 
@@ -332,6 +385,17 @@ class Schedule(Generic[ItemT]):
         if not self.pending and not self.items and not self.feeding:
             self._done()
 
+    def _next_overdue(self) -> Step | None:
+        overdue = self.overdue
+        while overdue:  # an attempt that reported since time_passed is no longer pending
+            index = overdue.popleft()
+            if index in self.pending and self.phase is not DONE:
+                self.dropping = index
+                return TIMED_OUT
+        return None
+
     def _done(self) -> None:
         self.phase = DONE
         self.next_at = None
+        self.expiries.clear()
+        self.overdue = None

@@ -34,7 +34,7 @@ class _CoroutineRace(LoopRace[Callable[[], Awaitable[T]]], Generic[T]):
     __slots__ = ("results", "source")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float | None) -> None:
-        super().__init__(loop, Schedule(delay, _is_failure), None)
+        super().__init__(loop, Schedule(delay, _is_failure))
         self.results: dict[int, T] = {}
         self.source: Iterator[Callable[[], Awaitable[T]]] = iter(())
 
