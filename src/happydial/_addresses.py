@@ -59,10 +59,6 @@ type-checking.
 SocketFactoryType: TypeAlias = Callable[[AddrInfoType], socket.socket]
 """Makes the socket for one attempt from its addr_info (aiohappyeyeballs-compatible)."""
 
-# The old spelling, for modules being changed on other branches (_resolver.py,
-# _nat64.py) until they import is_int from _validate: delete once none does.
-_is_int = is_int
-
 _INET_FAMILIES = frozenset((socket.AF_INET, socket.AF_INET6))
 _AF_INET = int(socket.AF_INET)
 _AF_INET6 = int(socket.AF_INET6)

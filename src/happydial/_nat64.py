@@ -36,7 +36,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ._addresses import AddrInfoType, _is_int, check_addr_infos
+from ._addresses import AddrInfoType, check_addr_infos
+from ._validate import is_int
 
 __all__ = [
     "WELL_KNOWN_IPV4_ADDRESSES",
@@ -584,7 +585,7 @@ def check_lifetime(value: object, name: str) -> float | None:
     """A lifetime in seconds: ``None`` or a finite number >= 0."""
     if value is None:
         return None
-    if isinstance(value, bool) or not (_is_int(value) or isinstance(value, float)):
+    if isinstance(value, bool) or not (is_int(value) or isinstance(value, float)):
         raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
     if not 0 <= value < float("inf"):  # type: ignore[operator]
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")

@@ -15,7 +15,10 @@ The call path of one connection:
    makes and binds the socket and starts its connect (``_sockets``: a writer callback,
    or ``loop.sock_connect`` in a task).
 4. Each outcome goes back through :meth:`~happydial._driver.LoopRace.report`; the
-   schedule decides: the next attempt now, later (the delay timer), or the end.
+   schedule decides: the next attempt now, later (the delay timer), or the end. The
+   schedule also says when an attempt has run out of time (``attempt_timeout``, the
+   driver's one expiry timer tells it the time) or must give way to keep
+   ``max_in_flight``: the driver aborts it and reports it failed.
 5. At the end, :meth:`ConnectRace.close_losers` closes every socket but the winner's,
    and :meth:`ConnectRace.connect` returns the winner or raises every attempt's error.
 

@@ -36,7 +36,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._addresses import AddrInfoType, _is_int
+from ._addresses import AddrInfoType
+from ._validate import is_int
 
 __all__ = [
     "Resolver",
@@ -354,7 +355,7 @@ def configure_resolver_pool(
     """
     settings = _pool.settings
     if max_threads is not _UNCHANGED:
-        if not _is_int(max_threads):
+        if not is_int(max_threads):
             raise TypeError(f"max_threads must be an int, got {max_threads!r}")
         if max_threads < 1:
             raise ValueError(f"max_threads must be at least 1, got {max_threads!r}")
