@@ -49,7 +49,7 @@ from ._errors import deadline_error, format_sockaddr
 from ._history import AddressHistory
 from ._ipv6only import LastResort, Synthesis, check_nat64_options, explain
 from ._racer import ConnectRace, apply_history, check_ip_literals
-from ._report import reported
+from ._report import RECORDING, record_call
 from ._resolver import (
     PendingLookup,
     Resolver,
@@ -134,7 +134,10 @@ class _Feeder:
         self.waiting = set(families)
         self.resolution_delay = resolution_delay
         self.count = first_address_family_count
-        self.held: list[AddrInfoType] = []
+        # Answers held back (RFC 8305 section 3); a tuple, so that the common case,
+        # nothing held, allocates nothing (every in-flight call's object counts, see
+        # bench/ section 5: they make the garbage collector run).
+        self.held: tuple[AddrInfoType, ...] = ()
         self.timer: asyncio.TimerHandle | None = None
         self.seen: set[object] = set()
         self.errors: dict[int, OSError] = {}
@@ -177,7 +180,7 @@ class _Feeder:
     def _arrived(self, family: int, fresh: list[AddrInfoType]) -> None:
         """Feed new addresses of *family*, or hold them for the resolution delay."""
         if fresh and self.waiting and self._should_wait(family, fresh):
-            self.held = [*self.held, *fresh]
+            self.held = (*self.held, *fresh)
             if self.timer is None:
                 self.timer = self.race.loop.call_later(self.resolution_delay, self._release)
         else:
@@ -239,8 +242,8 @@ class _Feeder:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        held, self.held = self.held, []
-        return held
+        held, self.held = self.held, ()
+        return list(held)
 
     def _feed(self, new: list[AddrInfoType]) -> None:
         """Merge *new* into the untried addresses, in interleaved order (section 4)."""
@@ -425,7 +428,7 @@ class _Services:
         if not hold:
             feeder._feed(feeder._take_held() + fresh)
         elif fresh:
-            feeder.held = pending
+            feeder.held = tuple(pending)
             if feeder.timer is None:
                 feeder.timer = feeder.race.loop.call_later(feeder.resolution_delay, feeder._release)
 
@@ -679,7 +682,6 @@ _FAMILIES: dict[int, list[int]] = {
 }
 
 
-@reported
 async def connect(
     host: str,
     port: int,
@@ -755,6 +757,8 @@ async def connect(
         TypeError: An argument has the wrong type.
         ValueError: An argument has a bad value.
     """
+    if RECORDING.get() is not None:  # inside happydial.recording(): see _report
+        return await record_call(connect, locals())
     check_host_port(host, port)
     families = _families(family)
     delay = check_attempt_delay(happy_eyeballs_delay, "happy_eyeballs_delay")
@@ -762,11 +766,7 @@ async def connect(
     per_attempt = check_delay(attempt_timeout, "attempt_timeout", allow_zero=False)
     count = check_count(first_address_family_count, "first_address_family_count")
     local = _local_addr_infos(local_addr)
-    check_callable(socket_factory, "socket_factory")
-    check_callable(resolver, "resolver")
-    check_callable(trace, "trace")
-    if history is not None and not isinstance(history, AddressHistory):
-        raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
+    _check_plugins(socket_factory, resolver, trace, history)
     source_of = _sources_for(sources, local)
     nat64_use = check_nat64_options(nat64, last_resort_delay, family)
     cap, deadline = check_limits(max_in_flight, timeout)
@@ -816,6 +816,17 @@ async def connect(
         feeder.close()  # awaits nothing: see _Feeder.close
         feeder.errors = {}  # their tracebacks hold the lookups' frames, which hold the feeder
     return sock
+
+
+def _check_plugins(
+    socket_factory: object, resolver: object, trace: object, history: object
+) -> None:
+    """Refuse a plugin that is not callable, or a history that is not one."""
+    check_callable(socket_factory, "socket_factory")
+    check_callable(resolver, "resolver")
+    check_callable(trace, "trace")
+    if history is not None and not isinstance(history, AddressHistory):
+        raise TypeError(f"history must be an AddressHistory or None, got {history!r}")
 
 
 def _start_lookups(

@@ -9,8 +9,8 @@ Subclasses say what an attempt is (a socket connect in ``_racer.py``, a coroutin
 
 What lives here and not in the schedule, because it is about the loop:
 
-* **One delay timer**, armed two loop iterations late (:meth:`LoopRace._arm_delay`),
-  so that fast races never create a ``TimerHandle``.
+* **One delay timer**, armed two or three loop iterations late by the loop's
+  :class:`_DelayArming`, so that fast races never create a ``TimerHandle``.
 * **Attempt timeouts**: the schedule keeps each pending attempt's deadline; one
   ``TimerHandle`` at the earliest of them tells the schedule the time when it comes
   (:meth:`Schedule.time_passed`), and is moved on to the next one then.
@@ -32,6 +32,7 @@ the loop.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -93,7 +94,8 @@ class LoopRace(Generic[ItemT]):
         # These three are made when first needed: most races never need them.
         self._aborted: list[asyncio.Task[None]] | None = None
         self._busy: dict[int, asyncio.Task[None]] | None = None
-        self._timer: asyncio.Handle | None = None
+        # The delay timer: a TimerHandle, or the loop's _DelayArming while it waits there.
+        self._timer: asyncio.Handle | _DelayArming | None = None
         self._timer_at: float | None = None
         self._pumping = False
         self._launching = False
@@ -208,11 +210,11 @@ class LoopRace(Generic[ItemT]):
                     if at != self._timer_at:
                         # Move the one delay timer to the schedule's next start.
                         if self._timer is not None:
-                            self._timer.cancel()
-                            self._timer = None
+                            self._cancel_delay()
                         self._timer_at = at
                         if at is not None:
-                            self._timer = self.loop.call_soon(self._arm_delay, 2)
+                            self._timer = arming = _arming(self.loop)
+                            arming.add(self, self.loop)
                     return
                 elif step is NEED_ITEMS:
                     self.need_items()  # it may add items or stop feeding: ask again
@@ -261,17 +263,17 @@ class LoopRace(Generic[ItemT]):
             else:
                 self.report(done_index, error)
 
-    def _arm_delay(self, stages: int) -> None:
-        # The delay timer is armed two loop iterations after the attempt started,
-        # for the same deadline. On a LAN or loopback the attempt has usually
-        # connected (or failed) by then, and the race never creates a TimerHandle:
-        # cancelled TimerHandles stay in asyncio's heap, whose Python-level
-        # comparisons made a timer cost more than the rest of the race (bench/).
-        # Two iterations, because the first runs before that iteration's I/O.
-        if stages > 1:
-            self._timer = self.loop.call_soon(self._arm_delay, stages - 1)
+    def arm_delay(self) -> None:
+        """Create the delay timer, for ``next_at`` (called by the loop's :class:`_DelayArming`)."""
+        self._timer = self.loop.call_at(self._timer_at, self._on_delay)  # type: ignore[arg-type]
+
+    def _cancel_delay(self) -> None:
+        timer = self._timer
+        self._timer = None
+        if type(timer) is _DelayArming:
+            timer.discard(self)
         else:
-            self._timer = self.loop.call_at(self._timer_at, self._on_delay)  # type: ignore[arg-type]
+            timer.cancel()  # type: ignore[union-attr]
 
     def _on_delay(self) -> None:
         self._timer = None
@@ -348,8 +350,7 @@ class LoopRace(Generic[ItemT]):
         # First, so that a hook called below (a trace) cannot finish the race again.
         self._finished = True
         if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            self._cancel_delay()
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer = None
@@ -427,3 +428,75 @@ class LoopRace(Generic[ItemT]):
                 self._aborted.extend(t for t in tasks if not t.done())
         if cancelled is not None:
             raise cancelled
+
+
+class _DelayArming:
+    """Arms the delay timers of one loop's races, two or three iterations late.
+
+    A race's delay timer is armed two loop iterations after its attempt started, for
+    the same time. On a LAN or loopback the attempt has usually connected (or failed)
+    by then, and the race never creates a ``TimerHandle``: cancelled TimerHandles stay
+    in asyncio's heap, whose Python-level comparisons made a timer cost more than the
+    rest of the race (bench/). Two iterations, because a callback of an iteration runs
+    before that iteration's I/O may be handled.
+
+    One object per loop does the waiting for all its races: one ``call_soon`` per
+    iteration while any race waits, where a handle per race and per iteration (each
+    with a copied context) made four objects stay alive with every race in flight,
+    and thousands of races in flight make the garbage collector run (bench/ section
+    5). A race asked for before this iteration's tick waits three iterations, after it
+    two: never fewer than two whole iterations.
+    """
+
+    __slots__ = ("asked", "handle", "ready", "waiting")
+
+    def __init__(self) -> None:
+        self.asked: dict[LoopRace[object], None] = {}  # since the last tick
+        self.waiting: dict[LoopRace[object], None] = {}  # one tick done
+        self.ready: dict[LoopRace[object], None] = {}  # armed at the next tick
+        self.handle: asyncio.Handle | None = None
+
+    def add(self, race: LoopRace[ItemT], loop: asyncio.AbstractEventLoop) -> None:
+        """Arm *race*'s delay timer two or three iterations from now."""
+        self.asked[race] = None  # type: ignore[index]
+        if self.handle is None:
+            self.handle = loop.call_soon(self._tick, loop)
+
+    def discard(self, race: LoopRace[ItemT]) -> None:
+        """*race* no longer wants its timer armed (it moved, or the race ended)."""
+        self.asked.pop(race, None)  # type: ignore[arg-type]
+        self.waiting.pop(race, None)  # type: ignore[arg-type]
+        self.ready.pop(race, None)  # type: ignore[arg-type]
+        if not (self.asked or self.waiting or self.ready) and self.handle is not None:
+            self.handle.cancel()  # nothing is left on the loop once the last race is over
+            self.handle = None
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = self.ready
+        self.ready, self.waiting, self.asked = self.waiting, self.asked, {}
+        self.handle = None
+        for race in due:
+            race.arm_delay()
+        if self.asked or self.waiting or self.ready:
+            self.handle = loop.call_soon(self._tick, loop)
+
+
+# One _DelayArming per loop, by id(loop); the weak reference forgets a loop that is
+# gone (an id can be reused), and keeps this table from keeping loops alive.
+_ARMINGS: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], _DelayArming]] = {}
+
+
+def _arming(loop: asyncio.AbstractEventLoop) -> _DelayArming:
+    """The :class:`_DelayArming` of *loop*, made the first time it is needed."""
+    entry = _ARMINGS.get(id(loop))
+    if entry is not None and entry[0]() is loop:
+        return entry[1]
+    key = id(loop)
+    arming = _DelayArming()
+
+    def forget(ref: weakref.ref[asyncio.AbstractEventLoop]) -> None:
+        if (current := _ARMINGS.get(key)) is not None and current[0] is ref:
+            del _ARMINGS[key]
+
+    _ARMINGS[key] = (weakref.ref(loop, forget), arming)
+    return arming

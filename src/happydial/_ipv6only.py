@@ -77,6 +77,10 @@ class Nat64Use:
     delay: float
 
 
+# What connect()'s defaults (nat64=True, last_resort_delay=2.0, RFC 8305 section 7.2) give.
+_DEFAULT_USE = Nat64Use(_DEFAULT, 2.0)
+
+
 def check_nat64_options(nat64: object, last_resort_delay: object, family: int) -> Nat64Use | None:
     """Validate the options; ``None`` when nothing is to be synthesised.
 
@@ -96,6 +100,8 @@ def check_nat64_options(nat64: object, last_resort_delay: object, family: int) -
         raise TypeError(f"nat64 must be a Nat64Discovery or a bool, got {nat64!r}")
     if family != socket.AF_UNSPEC:
         return None
+    if discovery is _DEFAULT and delay == _DEFAULT_USE.delay:
+        return _DEFAULT_USE  # frozen: every call with the defaults shares it
     return Nat64Use(discovery, delay)  # type: ignore[arg-type]
 
 
@@ -121,7 +127,7 @@ class Synthesis:
         self.resolver = resolver
         self.sources = sources
         self.origins: dict[tuple[Any, ...], tuple[AddrInfoType, Nat64Prefix]] = {}
-        self.notes: list[str] = []
+        self.notes: list[str] | None = None  # made when first needed: most calls need none
 
     async def literal(self, literal: list[AddrInfoType]) -> list[AddrInfoType]:
         """What to race for an IP literal: synthesised when it is IPv4 with no path (s. 7.1)."""
@@ -142,7 +148,7 @@ class Synthesis:
         """
         if not prefixes:
             why = _no_prefix_reason(self.use.discovery)
-            self.notes.append(f"{_listing(ipv4)}: no IPv4 path from this host, and {why}")
+            self._note(f"{_listing(ipv4)}: no IPv4 path from this host, and {why}")
             return ipv4
         result = synthesize_addr_infos([*(natives or ()), *ipv4], prefixes)
         loop, trace = self.race.loop, self.race.trace is not None
@@ -152,7 +158,7 @@ class Synthesis:
             if trace:
                 self.race.emit(_trace.AddressSynthesized(made, origin, str(prefix), loop.time()))
         for entry in result.refused:
-            self.notes.append(_refusal(entry, prefixes))
+            self._note(_refusal(entry, prefixes))
         return [*(made for made, _ in result.origins), *result.refused]
 
     def explain(self, error: BaseException) -> None:
@@ -170,8 +176,13 @@ class Synthesis:
                     f"synthesised from {format_sockaddr(origin[4])} with the NAT64 prefix"
                     f" {prefix} (RFC 8305 section 7)"
                 )
-        for note in self.notes:
+        for note in self.notes or ():
             error.add_note(note)
+
+    def _note(self, text: str) -> None:
+        if self.notes is None:
+            self.notes = []
+        self.notes.append(text)
 
 
 def explain(synthesis: Synthesis | None, error: BaseException) -> None:

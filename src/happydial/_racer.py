@@ -46,7 +46,7 @@ from ._delays import MAX_DELAY, MIN_DELAY, DelayPolicy, effective_delay
 from ._driver import LoopRace
 from ._errors import aggregate_errors, deadline_error, tag_error
 from ._history import AddressHistory, failure_kind, sort_by_history
-from ._report import reported
+from ._report import RECORDING, record_call
 from ._schedule import Schedule
 from ._sockets import (
     Attempt,
@@ -343,7 +343,6 @@ def apply_history(
     return ordered
 
 
-@reported
 async def start_connection(
     addr_infos: Iterable[AddrInfoType],
     *,
@@ -415,6 +414,8 @@ async def start_connection(
         ValueError: An argument has a bad value (empty *addr_infos*, a negative or
             NaN delay, a host name instead of an IP address, ...).
     """
+    if RECORDING.get() is not None:  # inside happydial.recording(): see _report
+        return await record_call(start_connection, locals())
     entries, local = check_addresses(addr_infos, local_addr_infos)
     delay, per_attempt, count = check_start_options(
         happy_eyeballs_delay, attempt_timeout, interleave, socket_factory, trace

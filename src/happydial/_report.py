@@ -31,17 +31,17 @@ import asyncio
 import contextlib
 import contextvars
 import errno
-import functools
 import socket
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, TypeVar
 
 from . import _trace
 from ._errors import format_sockaddr, is_deadline_error
 from ._svcb import ServiceBinding
 
 __all__ = [
+    "RECORDING",
     "AttemptReport",
     "ConnectionReport",
     "LookupReport",
@@ -49,12 +49,11 @@ __all__ = [
     "ReportEvent",
     "connection_report",
     "first_line",
+    "record_call",
     "recording",
-    "reported",
     "service_text",
 ]
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 #: The stage an attempt reached: its socket was being made (``socket``) or bound to a
@@ -431,25 +430,30 @@ def connection_report(error: BaseException) -> ConnectionReport | None:
     return None
 
 
-def reported(
-    fn: Callable[P, Coroutine[Any, Any, T]],
-) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Make *fn*, a connection entry point, report its calls made while recording.
+# A connection entry point starts with ``if RECORDING.get() is not None: return await
+# record_call(fn, locals())``, in its own body rather than in a decorator: outside a
+# recording that is one ``ContextVar.get``, and no wrapper coroutine, argument tuple or
+# keyword dict stays alive for the whole call (thousands of calls in flight make the
+# garbage collector run more often, see bench/ section 5).
+RECORDING = _CURRENT
 
-    Outside a recording, the wrapper does one ``ContextVar.get`` and awaits *fn*:
-    this runs on every connection (see ``bench/``).
+
+async def record_call(fn: Callable[..., Coroutine[Any, Any, T]], arguments: dict[str, Any]) -> T:
+    """Run ``fn(**arguments)`` inside the current recording, and add its report to it.
+
+    Args:
+        fn: The entry point (it sees no recording while it runs again).
+        arguments: Its parameters by name: ``locals()`` taken first thing in its body.
     """
-    call = fn.__name__
+    into = _CURRENT.get()
+    assert into is not None  # noqa: S101 - the caller checked
+    code = fn.__code__
+    # Only the parameters: locals() also holds the free variables the body uses.
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
     defaults = fn.__kwdefaults__ or {}
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        current = _CURRENT.get()
-        if current is None:
-            return await fn(*args, **kwargs)
-        return await _recorded(current, call, defaults, fn, args, kwargs)
-
-    return wrapper
+    return await _recorded(
+        into, fn.__name__, defaults, fn, (), {name: arguments[name] for name in names}
+    )
 
 
 async def _recorded(
