@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
 
+from happydial import _driver
 from happydial._driver import LoopRace
 from happydial._schedule import Schedule
 from happydial._sockets import Attempt
@@ -43,3 +45,109 @@ def test_outcomes_reported_while_launching_are_handled_in_order(vrun: Runner[Any
         assert loop.time() == 0
 
     vrun(main)
+
+
+# -- the delay timer: armed two or three iterations late, by one object per loop --------
+
+
+class _AfterIterations(LoopRace[int]):
+    """Attempt *item* succeeds after that many loop iterations (0: never reports)."""
+
+    __slots__ = ()
+
+    def launch(self, item: int, index: int) -> Attempt | None:
+        if item:
+            self.loop.call_soon(self._countdown, item, index)
+        return None
+
+    def _countdown(self, left: int, index: int) -> None:
+        if left > 1:
+            self.loop.call_soon(self._countdown, left - 1, index)
+        else:
+            self.report(index, None)
+
+
+def _counting_call_at(loop: asyncio.AbstractEventLoop) -> list[float]:
+    """Record the times of every timer *loop* is asked to create from now on."""
+    asked: list[float] = []
+    call_at = loop.call_at
+
+    def counting(when: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        asked.append(when)
+        return call_at(when, *args, **kwargs)
+
+    loop.call_at = counting  # type: ignore[method-assign,assignment]
+    return asked
+
+
+@pytest.mark.parametrize(("iterations", "timers"), [(1, 0), (2, 0), (4, 1), (10, 1)])
+def test_a_race_won_within_two_iterations_creates_no_timer(iterations: int, timers: int) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        asked = _counting_call_at(loop)
+        race = _AfterIterations(loop, Schedule(0.25, lambda e: isinstance(e, OSError)))
+        race.add([iterations, 0])
+        start = loop.time()
+        assert await race.run() == 0
+        assert asked == [pytest.approx(start + 0.25, abs=0.01)] * timers
+        assert not _driver._ARMINGS[id(loop)][1].handle
+
+    asyncio.run(main())
+
+
+def test_the_races_of_one_loop_share_its_arming_and_leave_nothing_behind() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        schedules: list[Schedule[int]] = [
+            Schedule(0.25, lambda e: isinstance(e, OSError)) for _ in range(3)
+        ]
+        races = [_AfterIterations(loop, schedule) for schedule in schedules]
+        for race, iterations in zip(races, (1, 3, 6), strict=True):
+            race.add([iterations, 0])
+        runs = [asyncio.ensure_future(race.run()) for race in races]
+        await asyncio.sleep(0)
+        arming = _driver._ARMINGS[id(loop)][1]
+        assert {id(race._timer) for race in races} == {id(arming)}
+        assert arming.handle is not None
+        assert await asyncio.gather(*runs) == [0, 0, 0]
+        assert (len(arming.asked), len(arming.waiting), len(arming.ready)) == (0, 0, 0)
+        assert arming.handle is None
+
+    asyncio.run(main())
+
+
+def test_a_loop_that_is_gone_is_forgotten() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        armed = _driver._arming(loop)
+        assert _driver._arming(loop) is armed  # one per loop
+    finally:
+        loop.close()
+    key = id(loop)
+    del loop
+    gc.collect()
+    assert key not in _driver._ARMINGS
+
+
+def test_a_reused_id_gets_its_own_arming_and_keeps_it() -> None:
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    first_key, key = id(first), id(second)
+    try:
+        stale = _driver._arming(first)
+        first_ref = _driver._ARMINGS[first_key][0]
+        # As if *second* had the id of a loop that is gone: the entry is not second's.
+        _driver._ARMINGS[key] = _driver._ARMINGS[first_key]
+        fresh = _driver._arming(second)
+        assert fresh is not stale
+        assert _driver._ARMINGS[key][1] is fresh
+        # And as if first's id had been taken by second before first's entry went:
+        # first going (its weak reference's callback) must not drop second's entry.
+        _driver._ARMINGS[first_key] = _driver._ARMINGS[key]
+        forget = first_ref.__callback__
+        assert forget is not None
+        forget(first_ref)
+        assert _driver._ARMINGS[first_key][1] is fresh
+    finally:
+        first.close()
+        second.close()
+        _driver._ARMINGS.pop(first_key, None)
