@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -12,11 +14,12 @@ import happydial
 
 
 def _public_names(module: types.ModuleType) -> set[str]:
+    """The module's public names, those it loads on first use (``_LAZY``) included."""
     return {
         name
         for name, value in vars(module).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
-    }
+    } | set(getattr(module, "_LAZY", ()))
 
 
 def test_all_matches_public_names() -> None:
@@ -97,3 +100,28 @@ def test_every_sync_name_is_documented() -> None:
         r"^\.\. auto(?:function|class|data):: happydial\.sync\.(\w+)", re.MULTILINE
     )
     assert set(sync.__all__) == set(directive.findall(text))
+
+
+def test_reports_and_tls_load_only_when_used() -> None:
+    # A fresh interpreter: this one has loaded everything already.
+    code = (
+        "import sys, happydial\n"
+        "print(sorted(m for m in ('happydial._report', 'happydial._tls') if m in sys.modules))\n"
+        "recording = happydial.recording\n"
+        "print('happydial._report' in sys.modules, recording is happydial.recording)\n"
+        "from happydial import ConnectionReport\n"
+        "print(ConnectionReport.__module__)\n"
+        "try:\n"
+        "    happydial.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - this interpreter, running the code above
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.splitlines() == [
+        "[]",
+        "True True",
+        "happydial._report",
+        "module 'happydial' has no attribute 'no_such_name'",
+    ]

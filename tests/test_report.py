@@ -31,7 +31,8 @@ from happydial import (
     start_connection,
 )
 from happydial._errors import deadline_error
-from happydial._report import RECORDING, record_call
+from happydial._report import record_call
+from happydial._trace import RECORDING
 from happydial.testing import FakeNetwork, FakeSocket, Path
 
 from .conftest import Runner

@@ -17,7 +17,8 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_delays``: ``DelayPolicy`` and its kinds, the attempt delay per attempt (pure).
 * ``_errors``: what is raised when every attempt fails.
 * ``_trace``: the events a ``trace`` callable receives.
-* ``_report``: ``recording()`` and ``ConnectionReport``, a call's trace as one value.
+* ``_report``: ``recording()`` and ``ConnectionReport``, a call's trace as one value
+  (loaded on first use, by :func:`__getattr__`: only a recording needs it).
 * ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
 * ``_nat64``: NAT64 address arithmetic (RFC 6052) and prefix parsing (RFC 7050, 8781), pure.
 * ``_dns64``: ``Nat64Discovery``, the network's NAT64 prefixes found once (RFC 7050).
@@ -30,6 +31,8 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_wrappers``: ``open_connection`` and ``create_connection`` in asyncio's shapes.
 * ``_cli``: ``python -m happydial``.
 """
+
+import typing
 
 from ._addresses import AddrInfoType as AddrInfoType
 from ._addresses import SocketFactoryType as SocketFactoryType
@@ -60,13 +63,6 @@ from ._nat64 import nat64_prefixes_from_answers as nat64_prefixes_from_answers
 from ._nat64 import parse_pref64_option as parse_pref64_option
 from ._nat64 import synthesize_addr_infos as synthesize_addr_infos
 from ._racer import start_connection as start_connection
-from ._report import AttemptReport as AttemptReport
-from ._report import ConnectionReport as ConnectionReport
-from ._report import LookupReport as LookupReport
-from ._report import Recording as Recording
-from ._report import ReportEvent as ReportEvent
-from ._report import connection_report as connection_report
-from ._report import recording as recording
 from ._resolver import Resolver as Resolver
 from ._resolver import ResolverPoolSettings as ResolverPoolSettings
 from ._resolver import configure_resolver_pool as configure_resolver_pool
@@ -99,6 +95,40 @@ from ._trace import TraceType as TraceType
 from ._version import __version__ as __version__
 from ._wrappers import create_connection as create_connection
 from ._wrappers import open_connection as open_connection
+
+if typing.TYPE_CHECKING:  # loaded on first use: see __getattr__
+    from ._report import AttemptReport as AttemptReport
+    from ._report import ConnectionReport as ConnectionReport
+    from ._report import LookupReport as LookupReport
+    from ._report import Recording as Recording
+    from ._report import ReportEvent as ReportEvent
+    from ._report import connection_report as connection_report
+    from ._report import recording as recording
+
+# Reports cost 1 MB of memory to load, and only a recording needs them.
+_LAZY = frozenset(
+    (
+        "AttemptReport",
+        "ConnectionReport",
+        "LookupReport",
+        "Recording",
+        "ReportEvent",
+        "connection_report",
+        "recording",
+    )
+)
+
+
+def __getattr__(name: str) -> object:
+    """Load the report names the first time one is used (PEP 562)."""
+    if name in _LAZY:
+        from . import _report  # noqa: PLC0415 - the point: loaded on first use
+
+        value = getattr(_report, name)
+        globals()[name] = value  # once: the next lookup does not come here
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Plain sorted order (tests/test_exports.py), not ruff's constants-first order.
 __all__ = [  # noqa: RUF022

@@ -49,7 +49,6 @@ from ._errors import deadline_error, format_sockaddr
 from ._history import AddressHistory
 from ._ipv6only import LastResort, Synthesis, check_nat64_options, explain
 from ._racer import ConnectRace, apply_history, check_ip_literals
-from ._report import RECORDING, record_call
 from ._resolver import (
     PendingLookup,
     Resolver,
@@ -757,7 +756,9 @@ async def connect(
         TypeError: An argument has the wrong type.
         ValueError: An argument has a bad value.
     """
-    if RECORDING.get() is not None:  # inside happydial.recording(): see _report
+    if _trace.RECORDING.get() is not None:  # inside happydial.recording()
+        from ._report import record_call  # noqa: PLC0415 - loaded by recording() already
+
         return await record_call(connect, locals())
     check_host_port(host, port)
     families = _families(family)

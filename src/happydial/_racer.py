@@ -46,7 +46,6 @@ from ._delays import MAX_DELAY, MIN_DELAY, DelayPolicy, effective_delay
 from ._driver import LoopRace
 from ._errors import aggregate_errors, deadline_error, tag_error
 from ._history import AddressHistory, failure_kind, sort_by_history
-from ._report import RECORDING, record_call
 from ._schedule import Schedule
 from ._sockets import (
     Attempt,
@@ -414,7 +413,9 @@ async def start_connection(
         ValueError: An argument has a bad value (empty *addr_infos*, a negative or
             NaN delay, a host name instead of an IP address, ...).
     """
-    if RECORDING.get() is not None:  # inside happydial.recording(): see _report
+    if _trace.RECORDING.get() is not None:  # inside happydial.recording()
+        from ._report import record_call  # noqa: PLC0415 - loaded by recording() already
+
         return await record_call(start_connection, locals())
     entries, local = check_addresses(addr_infos, local_addr_infos)
     delay, per_attempt, count = check_start_options(

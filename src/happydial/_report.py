@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import errno
 import socket
 from collections.abc import Callable, Coroutine, Iterator
@@ -41,7 +40,6 @@ from ._errors import format_sockaddr, is_deadline_error
 from ._svcb import ServiceBinding
 
 __all__ = [
-    "RECORDING",
     "AttemptReport",
     "ConnectionReport",
     "LookupReport",
@@ -369,9 +367,7 @@ class Recording:
         return f"<Recording of {len(self.reports)} reports>"
 
 
-_CURRENT: contextvars.ContextVar[Recording | None] = contextvars.ContextVar(
-    "happydial_recording", default=None
-)
+_CURRENT = _trace.RECORDING
 
 
 @contextlib.contextmanager
@@ -431,11 +427,10 @@ def connection_report(error: BaseException) -> ConnectionReport | None:
 
 
 # A connection entry point starts with ``if RECORDING.get() is not None: return await
-# record_call(fn, locals())``, in its own body rather than in a decorator: outside a
-# recording that is one ``ContextVar.get``, and no wrapper coroutine, argument tuple or
-# keyword dict stays alive for the whole call (thousands of calls in flight make the
-# garbage collector run more often, see bench/ section 5).
-RECORDING = _CURRENT
+# record_call(fn, locals())`` (RECORDING from _trace), in its own body rather than in a
+# decorator: outside a recording that is one ``ContextVar.get``, and no wrapper
+# coroutine, argument tuple or keyword dict stays alive for the whole call (thousands of
+# calls in flight make the garbage collector run more often, see bench/ section 5).
 
 
 async def record_call(fn: Callable[..., Coroutine[Any, Any, T]], arguments: dict[str, Any]) -> T:

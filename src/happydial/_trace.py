@@ -15,11 +15,15 @@ any other programming error.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._addresses import AddrInfoType
 from ._svcb import ServiceBinding
+
+if TYPE_CHECKING:
+    from ._report import Recording
 
 __all__ = [
     "AddressSynthesized",
@@ -327,3 +331,11 @@ TraceEvent = (
 
 TraceType = Callable[[TraceEvent], object]
 """The type of a ``trace`` callable."""
+
+
+# The recording that connection calls made now report to (``happydial.recording()``,
+# in _report). It lives here, with the trace that a recording taps, so that every
+# call can check it without loading _report, which only a recording needs.
+RECORDING: contextvars.ContextVar[Recording | None] = contextvars.ContextVar(
+    "happydial_recording", default=None
+)

@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # only for annotations: importing ssl costs milliseconds
     import ssl
 
 from ._connect import connect
-from ._tls import connect_tls
 from ._validate import check_delay
 
 __all__ = ["create_connection", "open_connection"]
@@ -138,6 +137,8 @@ async def _connect_tls(
     options: dict[str, Any],
 ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
     import ssl as ssl_module  # noqa: PLC0415 - only with TLS: a slow import
+
+    from ._tls import connect_tls  # noqa: PLC0415 - only with TLS in the race (0.7 MB)
 
     # One context for every attempt (True would make, and load the CAs of, one each).
     context = ssl if isinstance(ssl, ssl_module.SSLContext) else ssl_module.create_default_context()
