@@ -18,7 +18,7 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_errors``: what is raised when every attempt fails.
 * ``_trace``: the events a ``trace`` callable receives.
 * ``_report``: ``recording()`` and ``ConnectionReport``, a call's trace as one value
-  (loaded on first use, by :func:`__getattr__`: only a recording needs it).
+  (loaded on first use, by ``__getattr__``: only a recording needs it).
 * ``_history``: ``AddressHistory``, optional memory of what worked (RFC 8305 s. 4, 5).
 * ``_nat64``: NAT64 address arithmetic (RFC 6052) and prefix parsing (RFC 7050, 8781), pure.
 * ``_dns64``: ``Nat64Discovery``, the network's NAT64 prefixes found once (RFC 7050).
