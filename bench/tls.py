@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import socket
 import ssl
 import statistics
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,10 @@ REPO = Path(__file__).resolve().parent.parent
 TITLE = "TLS inside the race: a wrong certificate first (Happy Eyeballs v3)"
 LIMIT = 1.05
 NAME = "tls.test"  # tests/tls_helpers.py's: the name the good certificate is for
-WRONG, GOOD = "127.0.0.1", "127.0.0.2"
 IDEAL = "ideal (no race)"
 OURS = "happydial tls_in_race"
+LAB_RTT = 0.02
+LAB_PORT = 443
 Call = Callable[[], Awaitable[Any]]
 
 
@@ -63,9 +65,32 @@ def serve(directory: str) -> None:
         sys.stdin.read()
 
 
+@dataclass(frozen=True)
+class Servers:
+    """Where the wrong and the good server are (one port), and a context trusting their CA."""
+
+    context: ssl.SSLContext
+    port: int
+    wrong: str = "127.0.0.1"
+    good: str = "127.0.0.2"
+
+    def addr_infos(self) -> list[tuple[Any, ...]]:
+        """The two addresses, the wrong one first, as a lookup of NAME answers them."""
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, self.port))
+            for host in (self.wrong, self.good)
+        ]
+
+    async def resolve(self, host: str, port: int, family: int) -> list[tuple[Any, ...]]:  # noqa: ARG002 - the resolver's signature
+        """happydial's resolver: no AAAA; the two addresses for A."""
+        if family == socket.AF_INET6:
+            raise socket.gaierror(socket.EAI_NODATA, "no AAAA")
+        return self.addr_infos()
+
+
 @contextlib.contextmanager
-def servers() -> Iterator[tuple[ssl.SSLContext, int]]:
-    """The listeners' child process; a client context trusting their CA, and their port."""
+def loopback_servers() -> Iterator[Servers]:
+    """The loopback listeners in a child process (made and stopped here)."""
     with tempfile.TemporaryDirectory() as directory:
         child = subprocess.Popen(
             [
@@ -83,39 +108,29 @@ def servers() -> Iterator[tuple[ssl.SSLContext, int]]:
         assert child.stdout is not None
         try:
             port = int(child.stdout.readline())
-            yield ssl.create_default_context(cafile=str(Path(directory) / "ca.pem")), port
+            yield Servers(ssl.create_default_context(cafile=str(Path(directory) / "ca.pem")), port)
         finally:
             child.stdin.close()
             child.wait(timeout=30)
             child.stdout.close()
 
 
-def _addr_infos(port: int) -> list[tuple[Any, ...]]:
-    return [
-        (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))
-        for host in (WRONG, GOOD)
-    ]
-
-
-async def _resolve(host: str, port: int, family: int) -> list[tuple[Any, ...]]:  # noqa: ARG001 - the resolver's signature
-    if family == socket.AF_INET6:
-        raise socket.gaierror(socket.EAI_NODATA, "no AAAA")
-    return _addr_infos(port)
-
-
-def contenders(ctx: ssl.SSLContext, port: int, loop_name: str) -> dict[str, Call]:
+def contenders(where: Servers, loop_name: str) -> dict[str, Call]:
     """Each contender's call, returning ``(anything, transport or writer)``."""
     loop = asyncio.get_running_loop()
+    ctx, port = where.context, where.port
 
     async def ideal() -> Any:
         with contextlib.suppress(ssl.SSLError):
-            await asyncio.open_connection(WRONG, port, ssl=ctx, server_hostname=NAME)
-        return await asyncio.open_connection(GOOD, port, ssl=ctx, server_hostname=NAME)
+            await asyncio.open_connection(where.wrong, port, ssl=ctx, server_hostname=NAME)
+        return await asyncio.open_connection(where.good, port, ssl=ctx, server_hostname=NAME)
 
     async def aiohappyeyeballs_then_tls() -> Any:
         import aiohappyeyeballs
 
-        sock = await aiohappyeyeballs.start_connection(_addr_infos(port), happy_eyeballs_delay=0.25)
+        sock = await aiohappyeyeballs.start_connection(
+            where.addr_infos(), happy_eyeballs_delay=0.25
+        )
         # On a failed handshake asyncio closes the transport, and with it the socket.
         return await loop.create_connection(
             asyncio.Protocol, sock=sock, ssl=ctx, server_hostname=NAME
@@ -124,10 +139,10 @@ def contenders(ctx: ssl.SSLContext, port: int, loop_name: str) -> dict[str, Call
     calls: dict[str, Call] = {
         IDEAL: ideal,
         OURS: lambda: happydial.open_connection(
-            NAME, port, ssl=ctx, tls_in_race=True, resolver=_resolve
+            NAME, port, ssl=ctx, tls_in_race=True, resolver=where.resolve
         ),
         "happydial, TLS after the race": lambda: happydial.open_connection(
-            NAME, port, ssl=ctx, resolver=_resolve
+            NAME, port, ssl=ctx, resolver=where.resolve
         ),
         "aiohappyeyeballs start_connection + create_connection(sock, ssl)": (
             aiohappyeyeballs_then_tls
@@ -139,15 +154,15 @@ def contenders(ctx: ssl.SSLContext, port: int, loop_name: str) -> dict[str, Call
 
 
 @contextlib.contextmanager
-def patched_lookup(port: int) -> Iterator[None]:
+def patched_lookup(where: Servers) -> Iterator[None]:
     """asyncio's own lookup of NAME answers the two addresses (the others go through)."""
     loop = asyncio.get_running_loop()
     original = loop.getaddrinfo
 
-    async def getaddrinfo(host: Any, port_: Any, *args: Any, **kwargs: Any) -> Any:
+    async def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         if host == NAME:
-            return _addr_infos(port)
-        return await original(host, port_, *args, **kwargs)
+            return where.addr_infos()
+        return await original(host, port, *args, **kwargs)
 
     loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign,assignment,unused-ignore]
     try:
@@ -158,7 +173,7 @@ def patched_lookup(port: int) -> Iterator[None]:
 
 def outcome_of(error: BaseException) -> str:
     """A short line for a failure: the type and the certificate's complaint."""
-    reason = getattr(error, "verify_message", None) or str(error)
+    reason = (getattr(error, "verify_message", None) or str(error)).rstrip(".")
     return f"{type(error).__name__}: {reason}"[:120]
 
 
@@ -171,7 +186,7 @@ class Samples:
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
-async def _timed(call: Call, samples: Samples) -> None:
+async def _timed(call: Call, samples: Samples, good: str) -> None:
     """Time *call* into *samples*: the connection verified (then aborted), or its failure.
 
     CPU is ``time.thread_time()``: the loop's thread alone (the servers are elsewhere).
@@ -188,25 +203,31 @@ async def _timed(call: Call, samples: Samples) -> None:
     if last is not None:
         transport = last.transport if isinstance(last, asyncio.StreamWriter) else last
         peer = transport.get_extra_info("peername")[0]
-        failure = None if peer == GOOD else f"connected to {peer}"
+        failure = None if peer == good else f"connected to {peer}"
         transport.abort()
         await asyncio.sleep(0.001)  # the aborted transport's callbacks
     samples.outcomes[failure or "verified"] += 1
 
 
-async def measure(runs: int, loop_name: str) -> dict[str, Samples]:
+async def measure(runs: int, loop_name: str, where: Servers) -> dict[str, Samples]:
     """Each contender's samples, the contenders interleaved and their order rotating."""
-    with servers() as (ctx, port), contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         if loop_name == "asyncio":  # uvloop's lookup is its own, and its loop has no __dict__
-            stack.enter_context(patched_lookup(port))
-        calls = contenders(ctx, port, loop_name)
+            stack.enter_context(patched_lookup(where))
+        calls = contenders(where, loop_name)
         names = list(calls)
         results = {name: Samples() for name in names}
         for run in range(runs):
             shift = run % len(names)
             for name in names[shift:] + names[:shift]:
-                await _timed(calls[name], results[name])
+                await _timed(calls[name], results[name], where.good)
     return results
+
+
+async def measure_loopback(runs: int, loop_name: str) -> dict[str, Samples]:
+    """:func:`measure` against loopback listeners of a child process."""
+    with loopback_servers() as where:
+        return await measure(runs, loop_name, where)
 
 
 def _outcome(outcomes: Counter[str], runs: int) -> str:
@@ -223,22 +244,28 @@ def vs_ideal(samples: Samples, ideal: Samples) -> float:
     return median([ours / best for ours, best in zip(samples.wall, ideal.wall, strict=True)])
 
 
-def render(results: dict[str, dict[str, Samples]], runs: int) -> SectionReport:
-    """One table per loop and the target per loop."""
+def render(results: dict[str, dict[str, Samples]], runs: dict[str, int], lab: str) -> SectionReport:
+    """One table per place and loop, and the target of each."""
     text = [
         (
-            f"{runs} runs per contender and loop, interleaved (the order rotating every run);"
-            " time: `time.perf_counter()` around the call until it returns the connection"
-            " (or raises); *client CPU*: `time.thread_time()` of the loop's thread over the"
-            " same span. Medians, and the 90th percentile of the wall time. *vs ideal*: in"
-            " each run, the contender's time divided by the ideal's in that run; the median"
-            " of those ratios (the target judges it). Servers in a child process, on"
-            " 127.0.0.1 (a valid certificate for another name) and 127.0.0.2 (the right one),"
-            " one port; ECDSA P-256 certificates, TLS 1.3."
+            "Runs per contender interleaved, the order rotating every run; time:"
+            " `time.perf_counter()` around the call until it returns the connection (or"
+            " raises); *client CPU*: `time.thread_time()` of the loop's thread over the same"
+            " span. Medians, and the 90th percentile of the wall time. *vs ideal*: in each"
+            " run, the contender's time divided by the ideal's in that run; the median of"
+            " those ratios (the target judges it). ECDSA P-256 certificates, TLS 1.3."
+        ),
+        "",
+        (
+            "*Loopback*: the servers in a child process, on 127.0.0.1 (a valid certificate"
+            " for another name) and 127.0.0.2 (the right one), one port: every millisecond"
+            " is CPU, so the ideal is as small as it gets and happydial's own work (the"
+            " lookup, the race, the hand-over) weighs most."
+            f" *Lab*: {lab}"
         ),
     ]
     targets = []
-    for loop_name, per_loop in results.items():
+    for place, per_loop in results.items():
         ideal = per_loop[IDEAL]
         rows = []
         for name, samples in per_loop.items():
@@ -255,34 +282,104 @@ def render(results: dict[str, dict[str, Samples]], runs: int) -> SectionReport:
                 ]
             )
         header = ["contender", "median ms", "p90 ms", "client CPU ms", "vs ideal", "outcome"]
-        text += ["", f"**{loop_name}**:", "", table(header, rows)]
-        name = f"tls: happydial tls_in_race / ideal, wrong certificate first ({loop_name})"
+        heading = f"**{place}** ({runs[place.split(',')[0]]} runs):"
+        text += ["", heading, "", table(header, rows)]
+        name = f"tls: happydial tls_in_race / ideal, wrong certificate first ({place})"
         targets.append(Target(name, vs_ideal(per_loop[OURS], ideal), LIMIT))
     return SectionReport(TITLE, "\n".join(text), targets)
 
 
-def run_all(runs: int, loops: tuple[str, ...]) -> dict[str, dict[str, Samples]]:
-    """:func:`measure` on each loop, each in a fresh event loop."""
+def measure_loops(
+    runs: int, loops: Iterable[str], place: Callable[[int, str], Coroutine[Any, Any, Any]]
+) -> dict[str, Any]:
+    """``place(runs, loop_name)``'s samples on each loop, each a fresh event loop."""
     factories = loop_factories()
-    results = {}
+    results: dict[str, Any] = {}
     for loop_name in loops:
         with asyncio.Runner(loop_factory=factories[loop_name]) as runner:
-            results[loop_name] = runner.run(measure(runs, loop_name))
+            results[loop_name] = runner.run(place(runs, loop_name))
     return results
+
+
+def lab_child(spec: str) -> None:
+    """In the lab's client namespace: measure against the lab's servers; print JSON."""
+    args = json.loads(spec)
+    context = ssl.create_default_context(cafile=args["cafile"])
+    where = Servers(context, args["port"], args["wrong"], args["good"])
+
+    async def place(runs: int, loop_name: str) -> dict[str, Any]:
+        samples = await measure(runs, loop_name, where)
+        return {name: [s.wall, s.cpu, dict(s.outcomes)] for name, s in samples.items()}
+
+    sys.stdout.write(json.dumps(measure_loops(args["runs"], args["loops"], place)) + "\n")
+
+
+def measure_lab(runs: int, loops: tuple[str, ...]) -> tuple[dict[str, dict[str, Samples]], str]:
+    """The scenario in the network lab, RTT LAB_RTT; the samples per loop, and what it was."""
+    from tests.lab.netns import Lab, LabUnavailableError, Rule
+    from tests.tls_helpers import make_certificates
+
+    try:
+        lab = Lab.start()
+    except LabUnavailableError as exc:
+        return {}, f"skipped: the network lab is unavailable here ({exc})."
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            certs = make_certificates(Path(directory))
+            _, (wrong, good) = lab.allocate(v4=2)
+            lab.configure(rules={wrong: Rule(rtt=LAB_RTT), good: Rule(rtt=LAB_RTT)})
+            assert lab.server is not None
+            for address, (cert, key) in ((wrong, certs.wrong), (good, certs.good)):
+                tls = {"cert": str(cert), "key": str(key)}
+                lab.server.request("listen", addresses=[address], port=LAB_PORT, tls=tls)
+            spec = {"cafile": str(certs.ca), "port": LAB_PORT, "wrong": wrong, "good": good}
+            spec |= {"runs": runs, "loops": loops}
+            code = "import sys, bench.tls; bench.tls.lab_child(sys.argv[1])"
+            command = [*lab.exec_prefix(lab.client_ns), "-c", code, json.dumps(spec)]
+            proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    finally:
+        lab.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the lab client failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    raw: dict[str, dict[str, Any]] = json.loads(proc.stdout)
+    results = {
+        loop_name: {
+            name: Samples(wall, cpu, Counter(outcomes))
+            for name, (wall, cpu, outcomes) in per_loop.items()
+        }
+        for loop_name, per_loop in raw.items()
+    }
+    what = (
+        f"the same two servers (the lab's, `tests/lab/server.py`, serving TLS) on {wrong}"
+        f" and {good}, relay RTT {LAB_RTT * 1000:.0f} ms to each, the client in the lab's"
+        " client namespace: the ideal is four round trips (TCP and TLS, twice) plus the"
+        " same CPU."
+    )
+    return results, what
 
 
 def run(cfg: Config) -> SectionReport:
     """The tls section."""
-    runs = 5 if cfg.quick else 200
-    return render(run_all(runs, cfg.loops), runs)
+    runs = {"loopback": 5 if cfg.quick else 200, "lab": 2 if cfg.quick else 30}
+    results = {
+        f"loopback, {loop_name}": samples
+        for loop_name, samples in measure_loops(
+            runs["loopback"], cfg.loops, measure_loopback
+        ).items()
+    }
+    lab, what = measure_lab(runs["lab"], cfg.loops)
+    results |= {f"lab, {loop_name}": samples for loop_name, samples in lab.items()}
+    return render(results, runs, what)
 
 
 def main() -> None:
-    """Print the section's Markdown."""
+    """Print the section's Markdown (loopback only)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
-    report = render(run_all(args.runs, tuple(loop_factories())), args.runs)
+    samples = measure_loops(args.runs, tuple(loop_factories()), measure_loopback)
+    results = {f"loopback, {loop_name}": s for loop_name, s in samples.items()}
+    report = render(results, {"loopback": args.runs}, "not run.")
     print(report.markdown)
     for target in report.targets:
         print(target.row())
