@@ -18,9 +18,10 @@ is a JSON object:
   ``happydial.open_connection`` with TLS, whose report's ``tls`` has the connection's
   TLS version and the names on the server's certificate (the connection is aborted);
 * ``kwargs``: keyword arguments for the call;
-* ``resolver``: for ``connect`` and ``resolve``, ``"getaddrinfo"`` (the default),
-  ``"aiodns"``, ``"dnspython"`` or ``"dnspython-https"`` (``DnspythonResolver(https=True)``:
-  HTTPS records too): which of happydial's resolvers looks names up;
+* ``resolver``: for ``connect``, ``open_connection`` and ``resolve``, ``"getaddrinfo"``
+  (the default), ``"aiodns"``, ``"dnspython"`` or ``"dnspython-https"``
+  (``DnspythonResolver(https=True)``: HTTPS records too): which of happydial's resolvers
+  looks names up;
 * ``cancel_after``: cancel the call's task after this many seconds, or
   ``wait_for``: run the call under ``asyncio.wait_for`` with this timeout;
 * ``parent``: the pid of the test run; this process is killed when that one dies;
@@ -333,8 +334,8 @@ async def run_with(
 async def close_stream(writer: asyncio.StreamWriter) -> tuple[list[Any], dict[str, Any]]:
     """The peer and TLS facts of *writer*'s connection, then abort it and wait until it is gone.
 
-    An abort, not a close: a TLS close waits for the server's close_notify, and the
-    lab's servers never send one.
+    An abort, not a close: a TLS close waits for the server's close_notify (up to the
+    shutdown timeout), which would make the descriptor count wait on the server.
     """
     peer = list(writer.get_extra_info("peername")[:2])
     tls_object = writer.get_extra_info("ssl_object")
