@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bench import addresses, lab, names, nat64, percall, races, report
+from bench import addresses, hints, lab, names, nat64, percall, races, report, tls
 from bench.common import Config, Section, SectionReport
 
 # In report order. A new benchmark is a module with ``run(cfg) -> SectionReport``
@@ -18,6 +18,8 @@ SECTIONS: dict[str, Section] = {
     "lab": lab.run,
     "names": names.run,
     "nat64": nat64.run,
+    "tls": tls.run,
+    "hints": hints.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -499,6 +499,16 @@ def render(
     return SectionReport(TITLE, "\n".join(text), targets, charts)
 
 
+def start_or_skip(title: str) -> tuple[Any, SectionReport | None]:
+    """A started lab and None; or None and section *title*'s report saying why it is skipped."""
+    from tests.lab.netns import Lab, LabUnavailableError
+
+    try:
+        return Lab.start(), None
+    except LabUnavailableError as exc:
+        return None, SectionReport(title, f"Skipped: the network lab is unavailable here ({exc}).")
+
+
 def skipped(reason: str) -> SectionReport:
     return SectionReport(TITLE, f"Skipped: the network lab is unavailable here ({reason}).")
 

@@ -5,9 +5,11 @@ python -m bench.lab_client '<spec>'``. It imports the standard library and the o
 implementation under test, nothing else (not even the rest of ``bench``). The spec is a JSON
 object:
 
-* ``impl``: ``happydial``, ``aiohappyeyeballs``, ``asyncio``, ``trio``, ``anyio``,
-  ``async_stagger``, or ``floor`` (a bare ``loop.sock_connect`` / ``loop.getaddrinfo``: what
-  the lab's path itself costs, with no Happy Eyeballs logic at all);
+* ``impl``: ``happydial``, ``aiohappyeyeballs`` (host names: ``loop.getaddrinfo`` first, as
+  aiohttp does), ``asyncio`` (``loop.create_connection``), ``asyncio-open``
+  (``asyncio.open_connection``), ``trio``, ``anyio``, ``async_stagger``, or ``floor`` (a bare
+  ``loop.sock_connect`` / ``loop.getaddrinfo``: what the lab's path itself costs, with no
+  Happy Eyeballs logic at all);
 * ``parent``: the harness's pid; this process is killed when that one dies;
 * ``scenarios``: run one after the other (the first ones are untimed warm-ups, for the
   harness), each a JSON object with a ``name`` and a ``kind``:
@@ -92,10 +94,13 @@ async def call_happydial(sc: Scenario, stamp: Stamp) -> Peer:
 async def call_aiohappyeyeballs(sc: Scenario, stamp: Stamp) -> Peer:
     import aiohappyeyeballs
 
+    if sc["kind"] == "addrs":
+        infos = addr_infos(sc["addr_infos"])
+    else:  # a host name: what aiohttp does, the loop's getaddrinfo (AF_UNSPEC) first
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(sc["host"], sc["port"], type=socket.SOCK_STREAM)
     sock = await aiohappyeyeballs.start_connection(
-        addr_infos(sc["addr_infos"]),
-        happy_eyeballs_delay=sc["delay"],
-        interleave=sc["interleave"],
+        infos, happy_eyeballs_delay=sc["delay"], interleave=sc.get("interleave")
     )
     stamp.append(time.monotonic())
     return peer_of(sock)
@@ -109,6 +114,14 @@ async def call_asyncio(sc: Scenario, stamp: Stamp) -> Peer:
     stamp.append(time.monotonic())
     peer = list(transport.get_extra_info("peername")[:2])
     transport.abort()
+    return peer
+
+
+async def call_asyncio_open(sc: Scenario, stamp: Stamp) -> Peer:
+    _, writer = await asyncio.open_connection(sc["host"], sc["port"])
+    stamp.append(time.monotonic())
+    peer = list(writer.get_extra_info("peername")[:2])
+    writer.transport.abort()
     return peer
 
 
@@ -155,6 +168,7 @@ ASYNCIO_CALLS: dict[str, Callable[[Scenario, Stamp], Awaitable[Peer]]] = {
     "happydial": call_happydial,
     "aiohappyeyeballs": call_aiohappyeyeballs,
     "asyncio": call_asyncio,
+    "asyncio-open": call_asyncio_open,
     "anyio": call_anyio,
     "async_stagger": call_async_stagger,
     "floor": call_floor,

@@ -13,10 +13,15 @@ is a JSON object:
   ``addr_infos`` as for ``start_connection``, or ``host`` and ``port``):
   ``happydial.sync.start_connection`` or ``create_connection``, blocking in the loop's
   thread, and ``"stdlib"`` (``host``, ``port``): ``socket.create_connection``, to compare;
+  or ``"open_connection"`` (``host``, ``port``, and ``cafile``: the CA the call's
+  ``ssl`` context trusts; ``kwargs`` say ``tls_in_race``, ``server_hostname``...):
+  ``happydial.open_connection`` with TLS, whose report's ``tls`` has the connection's
+  TLS version and the names on the server's certificate (the connection is aborted);
 * ``kwargs``: keyword arguments for the call;
-* ``resolver``: for ``connect`` and ``resolve``, ``"getaddrinfo"`` (the default),
-  ``"aiodns"``, ``"dnspython"`` or ``"dnspython-https"`` (``DnspythonResolver(https=True)``:
-  HTTPS records too): which of happydial's resolvers looks names up;
+* ``resolver``: for ``connect``, ``open_connection`` and ``resolve``, ``"getaddrinfo"``
+  (the default), ``"aiodns"``, ``"dnspython"`` or ``"dnspython-https"``
+  (``DnspythonResolver(https=True)``: HTTPS records too): which of happydial's resolvers
+  looks names up;
 * ``cancel_after``: cancel the call's task after this many seconds, or
   ``wait_for``: run the call under ``asyncio.wait_for`` with this timeout;
 * ``parent``: the pid of the test run; this process is killed when that one dies;
@@ -34,9 +39,10 @@ then has ``steps``: one report per call, each with ``events`` too (the trace as 
 
 One JSON object on stdout: ``elapsed`` (seconds the call took), ``peer`` (the winner's
 address and port), ``error`` (type, message, notes, the members of its ``__cause__`` group
-and what ``failed_addr_infos`` says), ``cancelled``, ``trace`` (the trace events), and the
-descriptors open in this process before and after the call (the winner closed; with an
-optional ``resolver``, before it is made and after it is closed).
+and what ``failed_addr_infos`` says), ``cancelled``, ``trace`` (the trace events),
+``events`` (the same as facts, as for a sequence's steps), and the descriptors open in
+this process before and after the call (the winner closed; with an optional
+``resolver``, before it is made and after it is closed).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -123,16 +130,26 @@ def make_call(
             for family, host, port in spec["addr_infos"]
         ]
         return lambda: happydial.start_connection(addr_infos, trace=record, **kwargs)
-    if spec["call"] == "connect":
-        connect = happydial.connect  # type: ignore[attr-defined,unused-ignore]
+    if spec["call"] in {"connect", "open_connection"}:
         if resolver is not None:
             kwargs["resolver"] = resolver
-        return lambda: connect(spec["host"], spec["port"], trace=record, **kwargs)
+        return by_name_call(spec, kwargs, record)
     if spec["call"] == "resolve" and resolver is not None:
         return lambda: resolve_with(resolver, spec["host"], spec["families"])
     if spec["call"] == "getaddrinfo":
         return lambda: resolve(spec["host"], spec["families"])
     raise ValueError(f"unknown call {spec['call']!r}")
+
+
+def by_name_call(spec: dict[str, Any], kwargs: dict[str, Any], record: Any) -> Call:
+    """happydial.connect, or happydial.open_connection with a TLS context trusting ``cafile``."""
+    if spec["call"] == "open_connection":
+        context = ssl.create_default_context(cafile=spec["cafile"])
+        return lambda: happydial.open_connection(
+            spec["host"], spec["port"], ssl=context, trace=record, **kwargs
+        )
+    connect = happydial.connect  # type: ignore[attr-defined,unused-ignore]
+    return lambda: connect(spec["host"], spec["port"], trace=record, **kwargs)
 
 
 def blocking_call(spec: dict[str, Any], kwargs: dict[str, Any], record: Any) -> Call:
@@ -184,6 +201,20 @@ async def warm_up(resolver: happydial.Resolver) -> None:
     await asyncio.sleep(0.01)  # dnspython's closed socket, c-ares' first query settle
 
 
+async def warm_up_transports() -> None:
+    """Have the loop open what it opens on its first transport, before descriptors are counted.
+
+    uvloop (libuv) opens a ``/dev/null`` descriptor of its own the first time it makes a
+    transport of a socket, and keeps it until the loop closes: the loop's, not the call's.
+    """
+    loop = asyncio.get_running_loop()
+    near, far = socket.socketpair()
+    with far:
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=near)
+        transport.abort()
+        await asyncio.sleep(0)
+
+
 async def resolve_with(
     resolver: happydial.Resolver, host: str, families: list[int]
 ) -> dict[str, Any]:
@@ -220,6 +251,8 @@ async def run(
     spec: dict[str, Any], observe: Callable[[object], None] | None = None
 ) -> dict[str, Any]:
     """Make the call the spec asks for and report how it went."""
+    if spec["call"] == "open_connection":
+        await warm_up_transports()
     name = spec.get("resolver")
     if name in {None, "getaddrinfo"}:
         async with open_resolver(name) as resolver:
@@ -247,7 +280,15 @@ async def run_with(
 ) -> dict[str, Any]:
     """:func:`run`, with the resolver made."""
     trace: list[str] = []
-    call = make_call(spec, trace, observe, resolver)
+    events: list[dict[str, Any]] = []
+    facts = collector(events)
+
+    def seen(event: object) -> None:
+        facts(event)
+        if observe is not None:
+            observe(event)
+
+    call = make_call(spec, trace, seen, resolver)
     report: dict[str, Any] = {"peer": None, "error": None, "cancelled": False, "result": None}
     before = open_fds()
     started = time.monotonic()
@@ -271,9 +312,13 @@ async def run_with(
             report["family"] = result.family
             report["blocking"] = result.getblocking()
             result.close()
+        elif isinstance(result, tuple) and isinstance(result[-1], asyncio.StreamWriter):
+            elapsed = time.monotonic() - started
+            report["peer"], report["tls"] = await close_stream(result[-1])
+            report["elapsed"] = elapsed
         else:
             report["result"] = result
-    report["elapsed"] = time.monotonic() - started
+    report.setdefault("elapsed", time.monotonic() - started)
     # Let the call's cleanup callbacks run, and (settle_until) in-flight DNS queries end:
     # glibc's socket for a query still unanswered is not happydial's to close.
     await asyncio.sleep(max(0.0, started + spec.get("settle_until", 0.0) - time.monotonic()))
@@ -282,7 +327,27 @@ async def run_with(
     report["fds_after"] = len(after)
     report["leaked"] = [f"{fd} -> {after[fd]}" for fd in sorted(set(after) - set(before))]
     report["trace"] = trace
+    report["events"] = events
     return report
+
+
+async def close_stream(writer: asyncio.StreamWriter) -> tuple[list[Any], dict[str, Any]]:
+    """The peer and TLS facts of *writer*'s connection, then abort it and wait until it is gone.
+
+    An abort, not a close: a TLS close waits for the server's close_notify (up to the
+    shutdown timeout), which would make the descriptor count wait on the server.
+    """
+    peer = list(writer.get_extra_info("peername")[:2])
+    tls_object = writer.get_extra_info("ssl_object")
+    tls: dict[str, Any] = {}
+    if tls_object is not None:
+        certificate = tls_object.getpeercert() or {}
+        names = [value for kind, value in certificate.get("subjectAltName", ()) if kind == "DNS"]
+        tls = {"version": tls_object.version(), "names": names}
+    writer.transport.abort()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return peer, tls
 
 
 def event_facts(event: object, at: float) -> dict[str, Any]:
@@ -296,6 +361,9 @@ def event_facts(event: object, at: float) -> dict[str, Any]:
         facts["reasons"] = list(event.reasons)
     if isinstance(event, happydial.DelayAdjusted):
         facts["delay"], facts["reason"] = event.delay, event.reason
+    error = getattr(event, "error", None)
+    if isinstance(error, BaseException):
+        facts["error"] = type(error).__name__
     return facts
 
 

@@ -19,7 +19,11 @@ Control: one JSON object per line on stdin, one JSON reply per line on stdout.
   adds (or replaces) names; a type entry may also say ``"rcode": "NXDOMAIN"``; an
   ``HTTPS`` (or ``SVCB``) entry holds ``"records"`` in presentation format (RFC 9460:
   ``"1 . alpn=h2 port=8443 ipv4hint=192.0.2.1"``, ``"0 cdn.lab.test."``) and a delay;
-* ``{"op": "listen", "addresses": ["2001:db8:5::1"], "port": 8080}`` adds listeners;
+* ``{"op": "listen", "addresses": ["2001:db8:5::1"], "port": 8080}`` adds listeners; with
+  ``"tls": {"cert": "/path/cert.pem", "key": "/path/key.pem"}`` they serve TLS with that
+  certificate (the tests make a throwaway CA's at run time: ``tests/tls_helpers.py``) and
+  hold the connection once the handshake is done. A plain listener never says a word: to
+  a TLS client it is a server that accepts TCP and never answers the ClientHello;
 * ``{"op": "stats"}`` answers with the queries received and connections accepted;
 * ``{"op": "dns64", "prefix": "64:ff9b:1::/96"}`` makes the server a DNS64 (RFC 6147): an
   AAAA query for a name with A records and no AAAA records is answered with the A
@@ -41,6 +45,7 @@ import functools
 import ipaddress
 import json
 import socket
+import ssl
 import sys
 import time
 from typing import Any, cast
@@ -171,10 +176,13 @@ class Server:
             return {"ok": True}
         if op == "listen":
             port = int(request["port"])
+            context = tls_context(request["tls"]) if request.get("tls") else None
             for address in request["addresses"]:
                 if (address, port) not in self.listeners:
+                    # A failed handshake (the client refused the certificate) is only
+                    # logged in asyncio's debug mode: it puts nothing on stderr.
                     self.listeners[address, port] = await asyncio.start_server(
-                        self.hold, host=address, port=port, reuse_address=True
+                        self.hold, host=address, port=port, reuse_address=True, ssl=context
                     )
             return {"ok": True}
         if op == "stats":
@@ -218,6 +226,13 @@ class Server:
             writer.close()
         for listener in self.listeners.values():
             await listener.wait_closed()
+
+
+def tls_context(files: dict[str, str]) -> ssl.SSLContext:
+    """A server context presenting the certificate in *files* (``cert`` and ``key``)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files["cert"], files["key"])
+    return context
 
 
 async def serve(dns_addresses: list[str]) -> None:
