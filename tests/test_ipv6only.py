@@ -598,3 +598,21 @@ def test_a_known_prefix_synthesises_within_the_answer(vrun: Runner[Any]) -> None
         assert _winner(events) == (A4, 0.011)
 
     vrun(main)
+
+
+def test_the_default_options_are_one_shared_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per call, nat64=True with the default delay allocates nothing: every call in
+    # flight holds the same frozen value. (The suite gives each test its own default
+    # discovery; here it is the process's own again.)
+    from happydial import _ipv6only
+
+    shared = _ipv6only._DEFAULT_USE
+    monkeypatch.setattr(_ipv6only, "_DEFAULT", shared.discovery)
+    use = _ipv6only.check_nat64_options(True, 2.0, socket.AF_UNSPEC)
+    assert use is shared
+    other = _ipv6only.check_nat64_options(True, 0.5, socket.AF_UNSPEC)
+    assert other == _ipv6only.Nat64Use(shared.discovery, 0.5)
+    mine = Nat64Discovery()
+    assert _ipv6only.check_nat64_options(mine, 2.0, socket.AF_UNSPEC) == _ipv6only.Nat64Use(
+        mine, 2.0
+    )

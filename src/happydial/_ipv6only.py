@@ -100,7 +100,7 @@ def check_nat64_options(nat64: object, last_resort_delay: object, family: int) -
         raise TypeError(f"nat64 must be a Nat64Discovery or a bool, got {nat64!r}")
     if family != socket.AF_UNSPEC:
         return None
-    if discovery is _DEFAULT and delay == _DEFAULT_USE.delay:
+    if discovery is _DEFAULT_USE.discovery and delay == _DEFAULT_USE.delay:
         return _DEFAULT_USE  # frozen: every call with the defaults shares it
     return Nat64Use(discovery, delay)  # type: ignore[arg-type]
 
