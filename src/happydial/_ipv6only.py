@@ -180,9 +180,7 @@ class Synthesis:
             error.add_note(note)
 
     def _note(self, text: str) -> None:
-        if self.notes is None:
-            self.notes = []
-        self.notes.append(text)
+        self.notes = [*(self.notes or ()), text]  # rare: only when synthesis fails
 
 
 def explain(synthesis: Synthesis | None, error: BaseException) -> None:
