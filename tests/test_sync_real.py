@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import http.server
 import re
 import signal
@@ -108,6 +109,19 @@ def test_live_and_refused(no_fd_leak: None) -> None:
         assert sock.gettimeout() == 5
     with pytest.raises(ConnectionRefusedError):
         sync.create_connection(("127.0.0.1", port))
+
+
+@LINUX
+def test_timeout_zero_raises_what_the_stdlib_raises(no_fd_leak: None) -> None:
+    # A non-blocking TCP connect on Linux says EINPROGRESS even on loopback, so the
+    # stdlib's create_connection(addr, 0) always fails, and a drop-in does the same.
+    with server() as port:
+        with pytest.raises(BlockingIOError) as ours:
+            sync.create_connection(("127.0.0.1", port), 0)
+        with pytest.raises(BlockingIOError) as theirs:
+            socket.create_connection(("127.0.0.1", port), 0)
+    assert ours.value.errno == theirs.value.errno == errno.EINPROGRESS
+    assert ours.value.strerror == theirs.value.strerror
 
 
 @LINUX

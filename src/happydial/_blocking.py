@@ -61,21 +61,6 @@ _RESOLUTION = time.get_clock_info("monotonic").resolution
 _WAKE = object()  # the selector data of the lookups' wake-up socket
 
 
-def _connected(sock: socket.socket) -> bool:
-    """Whether a connect that said EINPROGRESS has completed already.
-
-    On loopback the kernel finishes the handshake inside ``connect()``: asking for the
-    peer (``ENOTCONN`` while the handshake is under way, or after it failed) saves the
-    selector and its system calls, the bulk of what a race costs over a blocking
-    ``connect()``. A failed connect is left to ``SO_ERROR``, as any other.
-    """
-    try:
-        sock.getpeername()
-    except OSError:
-        return False
-    return True
-
-
 # Few descriptors per race: poll() needs no descriptor of its own (epoll does) and no
 # system call to register one; select() where there is no poll (Windows).
 _DEFAULT_SELECTOR: NewSelector = getattr(selectors, "PollSelector", selectors.SelectSelector)
@@ -163,7 +148,10 @@ class BlockingRace:
         clock: Clock = time.monotonic,
         new_selector: NewSelector = _DEFAULT_SELECTOR,
     ) -> None:
-        policy, delay, delay_after = plan_delay(self, delay, history)  # type: ignore[arg-type]
+        if history is None and (delay is None or type(delay) is float):
+            policy = delay_after = None  # plan_delay's answer for a plain number, sooner
+        else:
+            policy, delay, delay_after = plan_delay(self, delay, history)  # type: ignore[arg-type]
         self.schedule: Schedule[AddrInfoType] = Schedule(
             delay, _is_failure, delay_after, max_in_flight
         )
@@ -209,7 +197,7 @@ class BlockingRace:
 
     # -- the attempts ------------------------------------------------------------
 
-    def _launch(self, index: int) -> None:
+    def _launch(self, index: int) -> None:  # noqa: C901 - flat: every connection runs it
         item = self.started[index]
         now = self.clock()
         if self.history is not None:
@@ -225,21 +213,36 @@ class BlockingRace:
                 self.emit(_trace.AttemptStarted(index, item, now))
             if self.schedule.phase is not DONE:  # the trace may have ended the race
                 err = sock.connect_ex(address)
-                if err in _IN_PROGRESS:
-                    if _connected(sock):
-                        outcome = None  # done already (loopback): no selector, no wait
-                    else:
-                        self._selector().register(sock, selectors.EVENT_WRITE, index)
-                        self.watching[index] = sock
-                        if self.attempt_timeout is not None:
-                            self.expiries[index] = now + self.attempt_timeout
-                else:
+                if err not in _IN_PROGRESS:
                     outcome = None if err == 0 else _immediate_error(err, address)
+                elif self.attempt_timeout == 0:
+                    # socket.create_connection(timeout=0): a non-blocking connect that
+                    # has not completed fails with BlockingIOError, as the stdlib's does.
+                    outcome = _immediate_error(err, address)
+                else:
+                    # On loopback the kernel finishes the handshake inside connect():
+                    # asking for the peer (ENOTCONN while the handshake is under way, or
+                    # after it failed) saves the selector and its system calls, the bulk
+                    # of what a race costs over a blocking connect(). A failed connect
+                    # is left to SO_ERROR, as any other.
+                    try:
+                        sock.getpeername()
+                    except OSError:
+                        self._watch(index, sock, now)
+                    else:
+                        outcome = None  # done already: no selector, no wait
         except Exception as exc:  # noqa: BLE001 - classified by the schedule
             outcome = exc  # creating, binding or connecting failed at once (or a bug)
         self.schedule.launched(index, now)
         if outcome is not True:
             self._report(index, outcome)  # type: ignore[arg-type]
+
+    def _watch(self, index: int, sock: socket.socket, now: float) -> None:
+        """Wait for attempt *index*'s connect on the selector (and its timeout)."""
+        self._selector().register(sock, selectors.EVENT_WRITE, index)
+        self.watching[index] = sock
+        if self.attempt_timeout is not None:
+            self.expiries[index] = now + self.attempt_timeout
 
     def _selector(self) -> selectors.BaseSelector:
         """The race's selector, made when first needed: a race won at once needs none."""
@@ -382,10 +385,12 @@ class BlockingRace:
 
     def close_all(self, keep: int | None = None) -> socket.socket | None:
         """Close every socket but attempt *keep*'s, exactly once; return that one."""
-        winner = self.sockets.pop(keep, None) if keep is not None else None
-        sockets, self.sockets = self.sockets, {}
-        for sock in sockets.values():
-            _close_quietly(sock)
+        sockets = self.sockets
+        winner = sockets.pop(keep, None) if keep is not None else None
+        if sockets:  # none left, in a race won by its only attempt
+            self.sockets = {}
+            for sock in sockets.values():
+                _close_quietly(sock)
         return winner
 
     def connect(self, *, all_errors: bool) -> tuple[socket.socket, AddrInfoType]:
