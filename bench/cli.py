@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from bench import addresses, lab, names, nat64, percall, races, report
+from bench import blocking as sync_section
 from bench.common import Config, Section, SectionReport
 
 # In report order. A new benchmark is a module with ``run(cfg) -> SectionReport``
@@ -18,6 +19,7 @@ SECTIONS: dict[str, Section] = {
     "lab": lab.run,
     "names": names.run,
     "nat64": nat64.run,
+    "sync": sync_section.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

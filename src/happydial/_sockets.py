@@ -133,7 +133,7 @@ def make_socket(
         _check_scope(sockaddr)
     if socket_factory is None:
         # Made non-blocking where the OS can (SOCK_NONBLOCK, Linux): one system call
-        # fewer than setblocking(False) afterwards (see bench/sync_percall.py).
+        # fewer than setblocking(False) afterwards (see bench/blocking.py).
         sock = socket.socket(family, type_ | _NONBLOCK, proto)
     else:
         sock = socket_factory(addr_info)

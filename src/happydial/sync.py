@@ -54,9 +54,17 @@ with: it races by default, as RFC 8305 recommends.
 _RESOLUTION_DELAY = 0.05  # RFC 8305 section 3's recommendation
 
 
-def _blocking(sock: socket.socket, timeout: float | None) -> socket.socket:
-    """Hand the winner over as the caller expects it: blocking, or with *timeout*."""
-    sock.settimeout(timeout)
+def _hand_over(sock: socket.socket, timeout: float | None) -> socket.socket:
+    """Hand the winner over as the caller expects it: blocking, or with *timeout*.
+
+    A signal handler may raise (``KeyboardInterrupt``) as ``settimeout`` returns:
+    the caller never gets the socket then, so it is closed here.
+    """
+    try:
+        sock.settimeout(timeout)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -153,7 +161,7 @@ def _start(
         entries = ordered
     race.schedule.add(entries)
     sock, _ = race.connect(all_errors=all_errors)
-    return _blocking(sock, None)
+    return _hand_over(sock, None)
 
 
 def _usable(answer: object, family: int, host: str) -> list[AddrInfoType]:
@@ -362,8 +370,7 @@ def create_connection(  # noqa: C901, PLR0912 - one flat function: this runs for
     finally:
         if lookups is not None:
             lookups.errors = {}
-    sock.settimeout(timeout)  # as the stdlib leaves it: blocking, or with the timeout
-    return sock
+    return _hand_over(sock, timeout)  # as the stdlib leaves it: blocking, or with the timeout
 
 
 def _lookups(
