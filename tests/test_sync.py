@@ -290,6 +290,28 @@ def test_an_interrupt_at_the_hand_over_closes_the_winner(net: FakeNet, call: str
     assert [sock.close_count for sock in made] == [1]
 
 
+class FailingClose(FakeSock):
+    """A socket whose close fails (as a close may, with EBADF or EIO)."""
+
+    def close(self) -> None:
+        super().close()
+        raise OSError(errno.EIO, "close failed")
+
+
+def test_a_failing_close_of_a_loser_changes_nothing(net: FakeNet) -> None:
+    net.script(A6, outcome="hang")
+    net.script(A4, 0.3)
+
+    def factory(addr_info: Any) -> Any:
+        kind = FailingClose if addr_info[4][0] == A6 else FakeSock
+        return kind(net, addr_info)
+
+    sock = sync.start_connection([ai(A6), ai(A4)], socket_factory=factory)
+    assert sock.addr_info[4][0] == A4  # type: ignore[attr-defined]
+    assert [s.close_count for s in net.sockets] == [1, 0]
+    sock.close()
+
+
 def test_a_socket_factory_bug_propagates(net: FakeNet) -> None:
     def factory(addr_info: Any) -> socket.socket:
         raise ZeroDivisionError

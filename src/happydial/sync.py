@@ -54,20 +54,6 @@ with: it races by default, as RFC 8305 recommends.
 _RESOLUTION_DELAY = 0.05  # RFC 8305 section 3's recommendation
 
 
-def _hand_over(sock: socket.socket, timeout: float | None) -> socket.socket:
-    """Hand the winner over as the caller expects it: blocking, or with *timeout*.
-
-    A signal handler may raise (``KeyboardInterrupt``) as ``settimeout`` returns:
-    the caller never gets the socket then, so it is closed here.
-    """
-    try:
-        sock.settimeout(timeout)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def start_connection(
     addr_infos: Iterable[AddrInfoType],
     *,
@@ -160,8 +146,8 @@ def _start(
             )
         entries = ordered
     race.schedule.add(entries)
-    sock, _ = race.connect(all_errors=all_errors)
-    return _hand_over(sock, None)
+    sock, _ = race.connect(all_errors=all_errors)  # blocking: no sock_timeout
+    return sock
 
 
 def _usable(answer: object, family: int, host: str) -> list[AddrInfoType]:
@@ -355,7 +341,8 @@ def create_connection(  # noqa: C901, PLR0912 - one flat function: this runs for
     else:
         lookups = race.lookups = _lookups(race, host, port, res_delay or 0.0, count, local)
     try:
-        sock, _ = race.connect(all_errors=True)
+        # The timeout set as the stdlib leaves it: blocking, or with the timeout.
+        sock, _ = race.connect(all_errors=True, sock_timeout=timeout)
     except ExceptionGroup as group:
         if all_errors:
             raise
@@ -370,7 +357,7 @@ def create_connection(  # noqa: C901, PLR0912 - one flat function: this runs for
     finally:
         if lookups is not None:
             lookups.errors = {}
-    return _hand_over(sock, timeout)  # as the stdlib leaves it: blocking, or with the timeout
+    return sock
 
 
 def _lookups(
