@@ -38,9 +38,8 @@ from typing import Any, ClassVar, TypeAlias, TypeVar
 from . import _trace
 from ._addresses import AddrInfoType, SocketFactoryType
 from ._delays import DelayPolicy
-from ._errors import aggregate_errors, deadline_error
 from ._history import AddressHistory
-from ._racer import ConnectRace, plan_delay
+from ._racer import ConnectRace, plan_delay, race_failure
 from ._resolver import ThreadedLookup, localhost_addr_infos, start_threaded_getaddrinfo
 from ._schedule import DONE, DROP, FAILED, FINISHED, IGNORED, Schedule
 from ._selection import merge_answers, ranks_below_ipv4
@@ -473,11 +472,7 @@ class BlockingRace:
         errors = [e for e in self.errors if isinstance(e, Exception)]
         self.errors.clear()
         try:
-            if self.schedule.expired:
-                raise deadline_error(self.timeout, errors, self.target)  # type: ignore[arg-type]
-            if not errors:
-                raise OSError("no addresses to connect to")
-            raise aggregate_errors(errors, all_errors=all_errors)
+            raise race_failure(self, errors, all_errors=all_errors)  # type: ignore[arg-type]
         finally:
             del errors  # as in ConnectRace.connect: no cycle through the frame
 
