@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from bench import addresses, hints, lab, names, nat64, percall, races, report, tls
+from bench import blocking as sync_section
 from bench.common import Config, Section, SectionReport
 
 # In report order. A new benchmark is a module with ``run(cfg) -> SectionReport``
@@ -20,6 +21,7 @@ SECTIONS: dict[str, Section] = {
     "nat64": nat64.run,
     "tls": tls.run,
     "hints": hints.run,
+    "sync": sync_section.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -10,7 +10,6 @@ whichever comes first, so a race of minutes runs in microseconds.
 from __future__ import annotations
 
 import errno
-import functools
 import itertools
 import math
 import selectors
@@ -214,9 +213,19 @@ class FakeNet:
     def race_class(self, *, sockets: bool = False) -> Any:
         """``BlockingRace`` on this network's clock and selector (patch it into sync).
 
-        *sockets*: and on its sockets, for ``create_connection`` (which takes no factory).
+        *sockets*: and on its sockets, unless the caller gives a socket factory of
+        its own (``create_connection`` passes ``socket_factory=None`` by default).
         """
-        extra: dict[str, Any] = {"socket_factory": self.socket_factory} if sockets else {}
-        return functools.partial(
-            BlockingRace, clock=self.clock, new_selector=lambda: FakeSelector(self), **extra
-        )
+
+        def race(*args: Any, socket_factory: Any = None, **kwargs: Any) -> BlockingRace:
+            if sockets and socket_factory is None:
+                socket_factory = self.socket_factory
+            return BlockingRace(
+                *args,
+                socket_factory=socket_factory,
+                clock=self.clock,
+                new_selector=lambda: FakeSelector(self),
+                **kwargs,
+            )
+
+        return race

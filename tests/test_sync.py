@@ -263,6 +263,55 @@ def test_immediate_success_and_failures(net: FakeNet) -> None:
     result.close()
 
 
+class InterruptedHandOver(FakeSock):
+    """A winner whose hand-over (``settimeout``) a signal handler interrupts."""
+
+    def settimeout(self, value: float | None) -> None:
+        self.timeout = value
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("call", ["start_connection", "create_connection"])
+def test_an_interrupt_at_the_hand_over_closes_the_winner(net: FakeNet, call: str) -> None:
+    # The race is over, but the caller never gets the socket: it must not leak.
+    net.script(A4, 0.01)
+    made: list[FakeSock] = []
+
+    def factory(addr_info: Any) -> Any:
+        made.append(InterruptedHandOver(net, addr_info))
+        return made[-1]
+
+    calls = {
+        "start_connection": lambda: sync.start_connection([ai(A4)], socket_factory=factory),
+        "create_connection": lambda: sync.create_connection((A4, 80), socket_factory=factory),
+    }
+    with pytest.raises(KeyboardInterrupt):
+        calls[call]()
+    assert [sock.close_count for sock in made] == [1]
+
+
+class FailingClose(FakeSock):
+    """A socket whose close fails (as a close may, with EBADF or EIO)."""
+
+    def close(self) -> None:
+        super().close()
+        raise OSError(errno.EIO, "close failed")
+
+
+def test_a_failing_close_of_a_loser_changes_nothing(net: FakeNet) -> None:
+    net.script(A6, outcome="hang")
+    net.script(A4, 0.3)
+
+    def factory(addr_info: Any) -> Any:
+        kind = FailingClose if addr_info[4][0] == A6 else FakeSock
+        return kind(net, addr_info)
+
+    sock = sync.start_connection([ai(A6), ai(A4)], socket_factory=factory)
+    assert sock.addr_info[4][0] == A4  # type: ignore[attr-defined]
+    assert [s.close_count for s in net.sockets] == [1, 0]
+    sock.close()
+
+
 def test_a_socket_factory_bug_propagates(net: FakeNet) -> None:
     def factory(addr_info: Any) -> socket.socket:
         raise ZeroDivisionError

@@ -174,6 +174,50 @@ def test_default_timeout_is_the_socket_modules(net: FakeNet) -> None:
     sock.close()
 
 
+def test_timeout_zero_fails_a_connect_in_progress_like_the_stdlib(net: FakeNet) -> None:
+    # socket.create_connection(addr, 0): a non-blocking connect, which raises
+    # BlockingIOError (EINPROGRESS) at once unless connect() itself completes.
+    net.answer(V6, 0.0, [ai(A6)])
+    net.answer(V4, 0.0, [ai(A4)])
+    net.script(A6, 0.01)
+    net.script(A4, 0.01)
+    with pytest.raises(BlockingIOError) as caught:
+        cc(("example.org", 80), 0)
+    assert caught.value.errno == errno.EINPROGRESS
+    assert net.now == 0  # no wait: both failed at once, the next started at once
+    assert net.start_times == {A6: 0, A4: 0}
+    assert [s.close_count for s in net.sockets] == [1, 1]
+
+
+def test_timeout_zero_keeps_a_connect_that_completed_at_once(net: FakeNet) -> None:
+    net.script(A4, outcome="connect", at_once=True)
+    sock = cc((A4, 80), 0.0)
+    assert sock.gettimeout() == 0.0  # non-blocking, as the stdlib's settimeout(0) leaves it
+    assert sock.close_count == 0
+    sock.close()
+
+
+def test_socket_factory_makes_every_attempts_socket(net: FakeNet) -> None:
+    net.answer(V6, 0.0, [ai(A6)])
+    net.answer(V4, 0.0, [ai(A4)])
+    net.script(A6, outcome="refuse")
+    net.script(A4, 0.01)
+    made: list[Any] = []
+
+    def factory(addr_info: Any) -> Any:
+        sock = FakeSock(net, addr_info)
+        made.append(sock)
+        return sock
+
+    sock = cc(("example.org", 80), None, ("", 0), socket_factory=factory)
+    assert [s.addr_info[4] for s in made] == [(A6, 80, 0, 0), (A4, 80)]
+    assert sock is made[1]
+    assert [s.bound for s in made] == [("::", 0, 0, 0), ("0.0.0.0", 0)]
+    assert [s.close_count for s in made] == [1, 0]
+    assert sock.gettimeout() is None
+    sock.close()
+
+
 @pytest.mark.parametrize("all_errors", [False, True])
 def test_errors_are_the_last_attempts_or_all(net: FakeNet, all_errors: bool) -> None:
     net.answer(V6, 0.0, [ai(A6)])
@@ -291,6 +335,7 @@ def test_a_trace_raising_at_the_first_lookup_asks_nothing(net: FakeNet) -> None:
         ((("example.org", 80),), {"resolution_delay": "x"}, TypeError, "resolution_delay"),
         ((("example.org", 80),), {"first_address_family_count": 0}, ValueError, "first_addr"),
         ((("example.org", 80),), {"trace": 3}, TypeError, "trace"),
+        ((("example.org", 80),), {"socket_factory": 3}, TypeError, "socket_factory"),
         ((("example.org", 80),), {"history": 3}, TypeError, "history"),
         ((("example.org", 80),), {"max_in_flight": 0}, ValueError, "max_in_flight"),
     ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import http.server
 import re
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+import happydial
 from happydial import sync
 
 from .conftest import open_fds
@@ -108,6 +110,19 @@ def test_live_and_refused(no_fd_leak: None) -> None:
         assert sock.gettimeout() == 5
     with pytest.raises(ConnectionRefusedError):
         sync.create_connection(("127.0.0.1", port))
+
+
+@LINUX
+def test_timeout_zero_raises_what_the_stdlib_raises(no_fd_leak: None) -> None:
+    # A non-blocking TCP connect on Linux says EINPROGRESS even on loopback, so the
+    # stdlib's create_connection(addr, 0) always fails, and a drop-in does the same.
+    with server() as port:
+        with pytest.raises(BlockingIOError) as ours:
+            sync.create_connection(("127.0.0.1", port), 0)
+        with pytest.raises(BlockingIOError) as theirs:
+            socket.create_connection(("127.0.0.1", port), 0)
+    assert ours.value.errno == theirs.value.errno == errno.EINPROGRESS
+    assert ours.value.strerror == theirs.value.strerror
 
 
 @LINUX
@@ -288,3 +303,46 @@ def test_http_client_with_a_dead_first_address(ipv6_loopback: None) -> None:
             assert 0.24 <= time.monotonic() - started < 2.0
         finally:
             connection.close()
+
+
+def test_the_nat64_recipe_races_the_synthesised_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    discovery = happydial.Nat64Discovery(network_key=None)
+    monkeypatch.setattr(happydial, "default_nat64_discovery", lambda: discovery)
+    namespace: dict[str, Any] = {}
+    exec(recipe("NAT64"), namespace)  # noqa: S102 - the guide's recipe, as a reader runs it
+    connect = namespace["connect_through_nat64"]
+    v6 = socket.AF_INET6
+    answers = [(v6, socket.SOCK_STREAM, 6, "", ("64:ff9b::c000:aa", 0, 0, 0))]
+    asked: list[tuple[str, int]] = []
+
+    def getaddrinfo(host: str, port: int, family: int, type_: int) -> list[Any]:
+        asked.append((host, family))
+        return answers
+
+    raced: list[tuple[list[Any], dict[str, Any]]] = []
+
+    def start_connection(addr_infos: list[Any], **kwargs: Any) -> str:
+        raced.append((list(addr_infos), kwargs))
+        return "the socket"
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(sync, "start_connection", start_connection)
+    # The DNS64's answer gives the prefix: 93.184.216.34 is 5db8:d822 in it.
+    assert connect("93.184.216.34", 443, 5) == "the socket"
+    assert asked == [("ipv4only.arpa", v6)]
+    assert raced == [
+        (
+            [(v6, socket.SOCK_STREAM, 6, "", ("64:ff9b::5db8:d822", 443, 0, 0))],
+            {"attempt_timeout": 5},
+        )
+    ]
+    # A configured prefix (a PREF64) wins, and nothing is asked.
+    discovery.configure("2001:db8:64::/96")
+    assert connect("93.184.216.34", 80) == "the socket"
+    assert raced[-1][0][0][4] == ("2001:db8:64::5db8:d822", 80, 0, 0)
+    assert len(asked) == 1
+    # No DNS64 (an answer without the well-known address): a clear error.
+    discovery.configure(None)
+    answers[:] = [(v6, socket.SOCK_STREAM, 6, "", ("2001:db8::1", 0, 0, 0))]
+    with pytest.raises(OSError, match=re.escape("no NAT64 prefix to reach 93.184.216.34")):
+        connect("93.184.216.34", 80)

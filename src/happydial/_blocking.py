@@ -27,7 +27,6 @@ callable) included.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import selectors
 import socket
@@ -39,9 +38,8 @@ from typing import Any, ClassVar, TypeAlias, TypeVar
 from . import _trace
 from ._addresses import AddrInfoType, SocketFactoryType
 from ._delays import DelayPolicy
-from ._errors import aggregate_errors, deadline_error
 from ._history import AddressHistory
-from ._racer import ConnectRace, plan_delay
+from ._racer import ConnectRace, plan_delay, race_failure
 from ._resolver import ThreadedLookup, localhost_addr_infos, start_threaded_getaddrinfo
 from ._schedule import DONE, DROP, FAILED, FINISHED, IGNORED, Schedule
 from ._selection import merge_answers, ranks_below_ipv4
@@ -61,21 +59,6 @@ _RESOLUTION = time.get_clock_info("monotonic").resolution
 _WAKE = object()  # the selector data of the lookups' wake-up socket
 
 
-def _connected(sock: socket.socket) -> bool:
-    """Whether a connect that said EINPROGRESS has completed already.
-
-    On loopback the kernel finishes the handshake inside ``connect()``: asking for the
-    peer (``ENOTCONN`` while the handshake is under way, or after it failed) saves the
-    selector and its system calls, the bulk of what a race costs over a blocking
-    ``connect()``. A failed connect is left to ``SO_ERROR``, as any other.
-    """
-    try:
-        sock.getpeername()
-    except OSError:
-        return False
-    return True
-
-
 # Few descriptors per race: poll() needs no descriptor of its own (epoll does) and no
 # system call to register one; select() where there is no poll (Windows).
 _DEFAULT_SELECTOR: NewSelector = getattr(selectors, "PollSelector", selectors.SelectSelector)
@@ -87,8 +70,12 @@ def _is_failure(error: BaseException) -> bool:
 
 
 def _close_quietly(sock: Any) -> None:
-    with contextlib.suppress(OSError):  # a failing close must never replace the result
+    # Not contextlib.suppress: its __enter__ is a call a signal handler could
+    # interrupt, between the race's decision to close and the close.
+    try:  # noqa: SIM105 - see above
         sock.close()
+    except OSError:  # a failing close must never replace the result
+        pass
 
 
 _T = TypeVar("_T")
@@ -135,6 +122,7 @@ class BlockingRace:
         "local_addr_infos",
         "lookups",
         "loop",
+        "may_block",
         "new_selector",
         "policy",
         "schedule",
@@ -163,7 +151,10 @@ class BlockingRace:
         clock: Clock = time.monotonic,
         new_selector: NewSelector = _DEFAULT_SELECTOR,
     ) -> None:
-        policy, delay, delay_after = plan_delay(self, delay, history)  # type: ignore[arg-type]
+        if history is None and (delay is None or type(delay) is float):
+            policy = delay_after = None  # plan_delay's answer for a plain number, sooner
+        else:
+            policy, delay, delay_after = plan_delay(self, delay, history)  # type: ignore[arg-type]
         self.schedule: Schedule[AddrInfoType] = Schedule(
             delay, _is_failure, delay_after, max_in_flight
         )
@@ -180,6 +171,14 @@ class BlockingRace:
         # What the shared hooks read the time from; they look only with a trace or history.
         self.loop = None if trace is None and history is None else _ClockOnly(clock)
         self.deadline = None if timeout is None else clock() + timeout
+        # A lone attempt may connect blocking when nothing can time out: no attempt
+        # timeout, no deadline, and no default timeout that a new socket would get.
+        self.may_block = (
+            socket_factory is None
+            and attempt_timeout is None
+            and timeout is None
+            and socket.getdefaulttimeout() is None
+        )
         self.target = ""  # " to host:port", for the deadline's message
         self.started = self.schedule.started  # never rebound by the schedule
         self.errors = self.schedule.errors
@@ -219,27 +218,68 @@ class BlockingRace:
             address = item[4]
             if "%" in address[0]:
                 address = connect_address(address)
-            sock = make_socket(item, self.local_addr_infos, self.socket_factory)
+            schedule = self.schedule
+            # The lone attempt: nothing else is queued, pending or to come, and nothing
+            # can time out. The race then has nothing to do but wait for this connect,
+            # and a blocking connect() does just that, with two system calls fewer
+            # (no getpeername, and no settimeout at the hand-over).
+            alone = (
+                self.may_block
+                and self.lookups is None
+                and not schedule.items
+                and not schedule.feeding
+                and len(schedule.pending) == 1
+            )
+            sock = make_socket(item, self.local_addr_infos, self.socket_factory, blocking=alone)
             self.sockets[index] = sock
             if self.trace is not None:
                 self.emit(_trace.AttemptStarted(index, item, now))
-            if self.schedule.phase is not DONE:  # the trace may have ended the race
-                err = sock.connect_ex(address)
-                if err in _IN_PROGRESS:
-                    if _connected(sock):
-                        outcome = None  # done already (loopback): no selector, no wait
-                    else:
-                        self._selector().register(sock, selectors.EVENT_WRITE, index)
-                        self.watching[index] = sock
-                        if self.attempt_timeout is not None:
-                            self.expiries[index] = now + self.attempt_timeout
-                else:
-                    outcome = None if err == 0 else _immediate_error(err, address)
+            if schedule.phase is not DONE:  # the trace may have ended the race
+                outcome = self._connect(index, sock, address, now, alone=alone)
         except Exception as exc:  # noqa: BLE001 - classified by the schedule
             outcome = exc  # creating, binding or connecting failed at once (or a bug)
         self.schedule.launched(index, now)
         if outcome is not True:
             self._report(index, outcome)  # type: ignore[arg-type]
+
+    def _connect(
+        self, index: int, sock: socket.socket, address: Any, now: float, *, alone: bool
+    ) -> BaseException | bool | None:
+        """Start attempt *index*'s connect: ``None`` (connected), an error, or ``True``.
+
+        ``True``: in flight, watched by the selector.
+        """
+        if alone:
+            try:
+                sock.connect(address)  # a signal handler's exception ends the race
+            except OSError as exc:
+                # When it failed is unknown here: the message of a failure seen later.
+                return OSError(exc.errno, f"Connect call failed {address}")
+            return None
+        err = sock.connect_ex(address)
+        if err not in _IN_PROGRESS:
+            return None if err == 0 else _immediate_error(err, address)
+        if self.attempt_timeout == 0:
+            # socket.create_connection(timeout=0): a non-blocking connect that has not
+            # completed fails with BlockingIOError, as the stdlib's does.
+            return _immediate_error(err, address)
+        # On loopback the kernel finishes the handshake inside connect(): asking for
+        # the peer (ENOTCONN while the handshake is under way, or after it failed)
+        # saves the selector and its system calls. A failed connect is left to
+        # SO_ERROR, as any other.
+        try:
+            sock.getpeername()
+        except OSError:
+            self._watch(index, sock, now)
+            return True
+        return None  # done already: no selector, no wait
+
+    def _watch(self, index: int, sock: socket.socket, now: float) -> None:
+        """Wait for attempt *index*'s connect on the selector (and its timeout)."""
+        self._selector().register(sock, selectors.EVENT_WRITE, index)
+        self.watching[index] = sock
+        if self.attempt_timeout is not None:
+            self.expiries[index] = now + self.attempt_timeout
 
     def _selector(self) -> selectors.BaseSelector:
         """The race's selector, made when first needed: a race won at once needs none."""
@@ -279,9 +319,10 @@ class BlockingRace:
         if verdict is IGNORED:
             return
         self._unwatch(index)
-        sock = self.sockets.pop(index, None)
+        sock = self.sockets.get(index)
         if sock is not None:
             _close_quietly(sock)  # a long race holds no dead descriptors
+            del self.sockets[index]  # once closed (see close_all)
         if verdict is FAILED:
             self.on_failure(index, error)
 
@@ -380,16 +421,26 @@ class BlockingRace:
                 del bug  # the traceback holds this frame: no cycle through it
         return self.schedule.winner
 
-    def close_all(self, keep: int | None = None) -> socket.socket | None:
-        """Close every socket but attempt *keep*'s, exactly once; return that one."""
-        winner = self.sockets.pop(keep, None) if keep is not None else None
-        sockets, self.sockets = self.sockets, {}
-        for sock in sockets.values():
-            _close_quietly(sock)
-        return winner
+    def close_all(self, keep: int | None = None) -> None:
+        """Close every socket but attempt *keep*'s (which stays in ``sockets``).
 
-    def connect(self, *, all_errors: bool) -> tuple[socket.socket, AddrInfoType]:
-        """Run the race; the winner's (non-blocking) socket and its addr_info.
+        A socket leaves ``sockets`` only once it is closed: a ``KeyboardInterrupt``
+        that a signal handler raises anywhere in between leaves the rest listed, for
+        :meth:`connect` to close (closing twice is harmless).
+        """
+        sockets = self.sockets
+        if len(sockets) > (keep is not None):  # one, the winner's, in a race won at once
+            for index in [i for i in sockets if i != keep]:
+                _close_quietly(sockets[index])
+                del sockets[index]
+
+    def connect(
+        self, *, all_errors: bool, sock_timeout: float | None = None
+    ) -> tuple[socket.socket, AddrInfoType]:
+        """Run the race; the winner's socket, with *sock_timeout* set, and its addr_info.
+
+        The winner stays the race's (closed on any exception, ``KeyboardInterrupt``
+        included) until it is returned.
 
         Raises:
             OSError: Every attempt failed (the asyncio racer's aggregation).
@@ -398,24 +449,32 @@ class BlockingRace:
         """
         try:
             winner = self.run()
+            self.close_all(winner)
+            sock = None if winner is None else self.sockets.get(winner)
+            if winner is not None and sock is not None:
+                self.errors.clear()
+                # Blocking, or with the timeout, as the caller wants it; a lone attempt
+                # that connected blocking is that already (no system call then).
+                if (
+                    sock_timeout is not None
+                    or type(sock) is not socket.socket
+                    or sock.gettimeout() is not None
+                ):
+                    sock.settimeout(sock_timeout)
+                # Handed over by a del and a return, no call: no signal handler can run
+                # between them and the caller's assignment.
+                del self.sockets[winner]
+                return sock, self.started[winner]
         except BaseException:
             self.close_all()  # the winner too: the caller never gets it
             self.errors.clear()
             raise
-        sock = self.close_all(winner)
-        if winner is None or sock is None:
-            errors = [e for e in self.errors if isinstance(e, Exception)]
-            self.errors.clear()
-            try:
-                if self.schedule.expired:
-                    raise deadline_error(self.timeout, errors, self.target)  # type: ignore[arg-type]
-                if not errors:
-                    raise OSError("no addresses to connect to")
-                raise aggregate_errors(errors, all_errors=all_errors)
-            finally:
-                del errors  # as in ConnectRace.connect: no cycle through the frame
+        errors = [e for e in self.errors if isinstance(e, Exception)]
         self.errors.clear()
-        return sock, self.started[winner]
+        try:
+            raise race_failure(self, errors, all_errors=all_errors)  # type: ignore[arg-type]
+        finally:
+            del errors  # as in ConnectRace.connect: no cycle through the frame
 
 
 # ---------------------------------------------------------------------------

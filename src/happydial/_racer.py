@@ -278,11 +278,7 @@ class ConnectRace(LoopRace[AddrInfoType]):
             errors = [e for e in self.errors if isinstance(e, Exception)]
             self.forget_errors()
             try:
-                if self.schedule.expired:
-                    raise deadline_error(self.timeout, errors, self.target)  # type: ignore[arg-type]
-                if not errors:
-                    raise OSError("no addresses to connect to")
-                raise aggregate_errors(errors, all_errors=all_errors)
+                raise race_failure(self, errors, all_errors=all_errors)
             finally:
                 # On 3.12+, an attempt's error holds its frames up to run() and this
                 # frame (a frame keeps its caller once it ends): this frame holding
@@ -290,6 +286,18 @@ class ConnectRace(LoopRace[AddrInfoType]):
                 del errors
         self.forget_errors()
         return sock, self.started[winner]
+
+
+def race_failure(race: ConnectRace, errors: list[Exception], *, all_errors: bool) -> BaseException:
+    """The error of a race that ended without a winner (both drivers' races).
+
+    The overall deadline's, if it passed; else every attempt's, aggregated.
+    """
+    if race.schedule.expired:
+        return deadline_error(race.timeout, errors, race.target)  # type: ignore[arg-type]
+    if not errors:
+        return OSError("no addresses to connect to")
+    return aggregate_errors(errors, all_errors=all_errors)
 
 
 def check_addresses(

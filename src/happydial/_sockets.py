@@ -122,8 +122,13 @@ def make_socket(
     addr_info: AddrInfoType,
     local_addr_infos: list[AddrInfoType] | None,
     socket_factory: SocketFactoryType | None,
+    *,
+    blocking: bool = False,
 ) -> socket.socket:
     """Create, configure and bind the socket of one attempt.
+
+    *blocking*: leave a socket made here (not by *socket_factory*) blocking, for a
+    blocking ``connect()`` (the blocking driver's lone attempt, see ``_blocking``).
 
     Raises:
         OSError: Socket creation or binding failed; the socket (if any) is closed.
@@ -133,15 +138,15 @@ def make_socket(
         _check_scope(sockaddr)
     if socket_factory is None:
         # Made non-blocking where the OS can (SOCK_NONBLOCK, Linux): one system call
-        # fewer than setblocking(False) afterwards (see bench/sync_percall.py).
-        sock = socket.socket(family, type_ | _NONBLOCK, proto)
+        # fewer than setblocking(False) afterwards (see bench/blocking.py).
+        sock = socket.socket(family, type_ if blocking else type_ | _NONBLOCK, proto)
     else:
         sock = socket_factory(addr_info)
         made: object = sock  # typed callers aside, a factory may return anything
         if not isinstance(made, socket.socket):
             _check_socket_like(made)
     try:
-        if socket_factory is not None or not _NONBLOCK:
+        if socket_factory is not None or not (_NONBLOCK or blocking):
             sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
         if local_addr_infos is not None:
             _bind(sock, family, local_addr_infos)

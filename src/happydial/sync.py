@@ -54,12 +54,6 @@ with: it races by default, as RFC 8305 recommends.
 _RESOLUTION_DELAY = 0.05  # RFC 8305 section 3's recommendation
 
 
-def _blocking(sock: socket.socket, timeout: float | None) -> socket.socket:
-    """Hand the winner over as the caller expects it: blocking, or with *timeout*."""
-    sock.settimeout(timeout)
-    return sock
-
-
 def start_connection(
     addr_infos: Iterable[AddrInfoType],
     *,
@@ -152,8 +146,8 @@ def _start(
             )
         entries = ordered
     race.schedule.add(entries)
-    sock, _ = race.connect(all_errors=all_errors)
-    return _blocking(sock, None)
+    sock, _ = race.connect(all_errors=all_errors)  # blocking: no sock_timeout
+    return sock
 
 
 def _usable(answer: object, family: int, host: str) -> list[AddrInfoType]:
@@ -167,6 +161,16 @@ def _usable(answer: object, family: int, host: str) -> list[AddrInfoType]:
 
 def _host_port(address: object) -> tuple[str, int]:
     """``create_connection``'s *address*: ``(host, port)``, port as a number or service."""
+    if type(address) is tuple and len(address) == 2:
+        host, port = address
+        # The common case, decided by exact types (no str or int subclass to convert).
+        if type(host) is str and host and type(port) is int and 0 <= port <= 65535:
+            return host, port
+    return _convert_host_port(address)
+
+
+def _convert_host_port(address: object) -> tuple[str, int]:
+    """:func:`_host_port` for any other *address*: converted, or a clear error."""
     if not isinstance(address, tuple) or len(address) != 2:
         raise TypeError(f"address must be a (host, port) tuple, got {address!r}")
     host, port = address
@@ -209,10 +213,8 @@ def _literal(host: str, port: int) -> list[AddrInfoType] | None:
     return [literal_addr_info((host, port), f"address {(host, port)!r}")]
 
 
-def _source_addr_infos(source_address: object) -> list[AddrInfoType] | None:
-    """Every socket binds to *source_address*, as in :func:`socket.create_connection`."""
-    if not source_address:
-        return None
+def _source_addr_infos(source_address: object) -> list[AddrInfoType]:
+    """Every socket binds to *source_address* (given), as in :func:`socket.create_connection`."""
     if not isinstance(source_address, tuple) or len(source_address) != 2:
         raise TypeError(f"source_address must be a (host, port) tuple, got {source_address!r}")
     host, port = source_address
@@ -232,15 +234,19 @@ def _source_addr_infos(source_address: object) -> list[AddrInfoType] | None:
     ]
 
 
-def create_connection(
+_DEFAULT_TIMEOUT = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+
+
+def create_connection(  # noqa: C901, PLR0912 - one flat function: this runs for every connection
     address: tuple[str, int],
-    timeout: float | None = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+    timeout: float | None = _DEFAULT_TIMEOUT,
     source_address: tuple[str, int] | None = None,
     *,
     all_errors: bool = False,
     happy_eyeballs_delay: float | DelayPolicy | None = DEFAULT_DELAY,
     resolution_delay: float = _RESOLUTION_DELAY,
     first_address_family_count: int = 1,
+    socket_factory: SocketFactoryType | None = None,
     trace: TraceType | None = None,
     history: AddressHistory | None = None,
     max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
@@ -254,12 +260,19 @@ def create_connection(
     starting *happy_eyeballs_delay* after the previous, instead of one after another
     with the whole *timeout* each.
 
+    Unlike :func:`happydial.connect`, it does not synthesise IPv6 addresses for a
+    NAT64 (RFC 8305 section 7) on an IPv6-only host: there, an IPv4 literal or an
+    IPv4-only name fails as it does with the stdlib, unless the network's DNS64
+    answers the AAAA lookup (a name, then, connects through the NAT64).
+
     Args:
         address: ``(host, port)``: a host name or IP literal, and a port number or
             service name.
         timeout: As for the stdlib: the timeout set on the returned socket, and the
             bound on each connection attempt (:func:`socket.getdefaulttimeout` when
-            not given; ``None``: blocking, the OS bounds each attempt).
+            not given; ``None``: blocking, the OS bounds each attempt). ``0``, as in
+            the stdlib, asks for non-blocking connects: an attempt that does not
+            complete inside ``connect()`` fails with :class:`BlockingIOError`.
         source_address: ``(host, port)`` every attempt's socket binds to; an
             attempt of another family than its host fails (the stdlib's rule).
         all_errors: Raise an :class:`ExceptionGroup` of every attempt's error;
@@ -268,6 +281,9 @@ def create_connection(
             :class:`~happydial.DelayPolicy`; ``None``: one at a time, in RFC 8305's order.
         resolution_delay: How long an IPv4 answer waits for IPv6 (section 3).
         first_address_family_count: IPv6 addresses before the first IPv4 (section 4).
+        socket_factory: Makes each attempt's socket from its addr_info (as for
+            :func:`start_connection`); the race makes it non-blocking, binds it to
+            *source_address*, and closes it unless it wins.
         trace: Called with each lookup and attempt event, in the calling thread.
         history: An :class:`~happydial.AddressHistory` to order and pace by.
         max_in_flight: At most this many attempts in flight (6; ``None``: no cap).
@@ -278,15 +294,17 @@ def create_connection(
     Raises:
         socket.gaierror: No lookup gave an address (the A lookup's error, else the AAAA's).
         TimeoutError: Every attempt timed out (the last one's error, as the stdlib).
+        BlockingIOError: ``timeout=0`` and no attempt connected at once (the stdlib's).
         OSError: Every attempt failed: the last attempt's error.
         ExceptionGroup: Every attempt failed and *all_errors* is true.
         TypeError: An argument has the wrong type.
         ValueError: An argument has a bad value.
     """
     host, port = _host_port(address)
-    if timeout is socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
+    if timeout is _DEFAULT_TIMEOUT:
         timeout = socket.getdefaulttimeout()
-    per_attempt = None if timeout is None else check_delay(timeout, "timeout", allow_zero=True)
+    if timeout is not None:
+        timeout = check_delay(timeout, "timeout", allow_zero=True)
     # The defaults need no check ("is", not "=="): this runs for every connection.
     delay = happy_eyeballs_delay
     if delay is not DEFAULT_DELAY:
@@ -295,8 +313,10 @@ def create_connection(
     if res_delay is not _RESOLUTION_DELAY:
         res_delay = check_delay(res_delay, "resolution_delay", allow_zero=True)
     count = first_address_family_count
-    if count != 1 or not is_int(count):
+    if type(count) is not int or count != 1:
         count = check_count(count, "first_address_family_count")
+    if socket_factory is not None:
+        check_callable(socket_factory, "socket_factory")
     if trace is not None:
         check_callable(trace, "trace")
     if history is not None and not isinstance(history, AddressHistory):
@@ -304,45 +324,25 @@ def create_connection(
     cap = max_in_flight
     if cap is not DEFAULT_MAX_IN_FLIGHT:
         cap, _ = check_limits(cap, None)
-    local = _source_addr_infos(source_address)
+    local = _source_addr_infos(source_address) if source_address else None
     race = BlockingRace(
         delay,
         local_addr_infos=local,
-        attempt_timeout=per_attempt,
+        socket_factory=socket_factory,
+        attempt_timeout=timeout,
         trace=trace,
         history=history,
         max_in_flight=cap,
     )
-    return _create(race, host, port, res_delay or 0.0, count, local, all_errors=bool(all_errors))
-
-
-def _create(
-    race: BlockingRace,
-    host: str,
-    port: int,
-    resolution_delay: float,
-    count: int,
-    local: list[AddrInfoType] | None,
-    *,
-    all_errors: bool,
-) -> socket.socket:
-    timeout = race.attempt_timeout
     literal = _literal(host, port)
     if literal is not None:
         race.schedule.add(literal)
         lookups = None
     else:
-        families: list[int] = [socket.AF_INET6, socket.AF_INET]
-        if local is not None:
-            # Only the families there is a source of: another could never connect.
-            families = [f for f in families if any(a[0] == f for a in local)] or families
-        cache = default_source_cache()
-        sources = cache if local is None else bound_sources(local, cache)
-        lookups = race.lookups = Lookups(
-            race, host, port, families, resolution_delay, count, sources, _usable
-        )
+        lookups = race.lookups = _lookups(race, host, port, res_delay or 0.0, count, local)
     try:
-        sock, _ = race.connect(all_errors=True)
+        # The timeout set as the stdlib leaves it: blocking, or with the timeout.
+        sock, _ = race.connect(all_errors=True, sock_timeout=timeout)
     except ExceptionGroup as group:
         if all_errors:
             raise
@@ -357,4 +357,22 @@ def _create(
     finally:
         if lookups is not None:
             lookups.errors = {}
-    return _blocking(sock, timeout)
+    return sock
+
+
+def _lookups(
+    race: BlockingRace,
+    host: str,
+    port: int,
+    resolution_delay: float,
+    count: int,
+    local: list[AddrInfoType] | None,
+) -> Lookups:
+    """The AAAA and A lookups of *host*, feeding *race* (sections 3 and 4)."""
+    families: list[int] = [socket.AF_INET6, socket.AF_INET]
+    if local is not None:
+        # Only the families there is a source of: another could never connect.
+        families = [f for f in families if any(a[0] == f for a in local)] or families
+    cache = default_source_cache()
+    sources = cache if local is None else bound_sources(local, cache)
+    return Lookups(race, host, port, families, resolution_delay, count, sources, _usable)
