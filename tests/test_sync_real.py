@@ -108,8 +108,28 @@ def test_live_and_refused(no_fd_leak: None) -> None:
     with server() as port, sync.create_connection(("127.0.0.1", port), timeout=5) as sock:
         assert sock.getpeername() == ("127.0.0.1", port)
         assert sock.gettimeout() == 5
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError) as ours:
         sync.create_connection(("127.0.0.1", port))
+    with pytest.raises(ConnectionRefusedError) as theirs:
+        socket.create_connection(("127.0.0.1", port))
+    # The OS's words, as the stdlib's error has them, and the address besides.
+    assert ours.value.strerror == theirs.value.strerror == "Connection refused"
+    assert ours.value.filename == f"127.0.0.1:{port}"
+
+
+def test_a_lone_attempts_error_without_errno_is_kept(
+    monkeypatch: pytest.MonkeyPatch, no_fd_leak: None
+) -> None:
+    # A lone attempt connects blocking; an OSError with no errno there (a signal
+    # handler's, say) is raised as it is, not remade from an errno it lacks.
+    def connect(self: socket.socket, address: Any) -> None:
+        raise OSError("interrupted, with no errno")
+
+    with server() as port:
+        monkeypatch.setattr(socket.socket, "connect", connect)
+        with pytest.raises(OSError, match=r"^interrupted, with no errno") as caught:
+            sync.create_connection(("127.0.0.1", port))
+    assert caught.value.errno is None
 
 
 @LINUX

@@ -253,8 +253,9 @@ class BlockingRace:
             try:
                 sock.connect(address)  # a signal handler's exception ends the race
             except OSError as exc:
-                # When it failed is unknown here: the message of a failure seen later.
-                return OSError(exc.errno, f"Connect call failed {address}")
+                # The OS's own words, as socket.create_connection's error has them
+                # (and as an immediate failure of a non-blocking connect does).
+                return exc if exc.errno is None else _immediate_error(exc.errno, address)
             return None
         err = sock.connect_ex(address)
         if err not in _IN_PROGRESS:
