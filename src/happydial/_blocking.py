@@ -38,10 +38,11 @@ from typing import Any, ClassVar, TypeAlias, TypeVar
 from . import _trace
 from ._addresses import AddrInfoType, SocketFactoryType
 from ._delays import DelayPolicy
+from ._driver import abort_error
 from ._history import AddressHistory
 from ._racer import ConnectRace, plan_delay, race_failure
 from ._resolver import ThreadedLookup, localhost_addr_infos, start_threaded_getaddrinfo
-from ._schedule import DONE, DROP, FAILED, FINISHED, IGNORED, Schedule
+from ._schedule import DONE, DROP, FAILED, FINISHED, IGNORED, TIMED_OUT, Schedule
 from ._selection import merge_answers, ranks_below_ipv4
 from ._sockets import _immediate_error, connect_address, make_socket
 from ._trace import TraceType
@@ -116,7 +117,6 @@ class BlockingRace:
         "deadline",
         "delay",
         "errors",
-        "expiries",
         "finished",
         "history",
         "local_addr_infos",
@@ -156,7 +156,7 @@ class BlockingRace:
         else:
             policy, delay, delay_after = plan_delay(self, delay, history)  # type: ignore[arg-type]
         self.schedule: Schedule[AddrInfoType] = Schedule(
-            delay, _is_failure, delay_after, max_in_flight
+            delay, _is_failure, delay_after, max_in_flight, attempt_timeout
         )
         self.delay = delay
         self.policy = policy
@@ -184,7 +184,6 @@ class BlockingRace:
         self.errors = self.schedule.errors
         self.sockets: dict[int, socket.socket] = {}
         self.watching: dict[int, socket.socket] = {}  # registered with the selector
-        self.expiries: dict[int, float] = {}  # attempt index -> when it times out
         self.start_times: list[float] = []
         self.selector: selectors.BaseSelector | None = None
         self.lookups: Lookups | None = None
@@ -235,7 +234,7 @@ class BlockingRace:
             if self.trace is not None:
                 self.emit(_trace.AttemptStarted(index, item, now))
             if schedule.phase is not DONE:  # the trace may have ended the race
-                outcome = self._connect(index, sock, address, now, alone=alone)
+                outcome = self._connect(index, sock, address, alone=alone)
         except Exception as exc:  # noqa: BLE001 - classified by the schedule
             outcome = exc  # creating, binding or connecting failed at once (or a bug)
         self.schedule.launched(index, now)
@@ -243,7 +242,7 @@ class BlockingRace:
             self._report(index, outcome)  # type: ignore[arg-type]
 
     def _connect(
-        self, index: int, sock: socket.socket, address: Any, now: float, *, alone: bool
+        self, index: int, sock: socket.socket, address: Any, *, alone: bool
     ) -> BaseException | bool | None:
         """Start attempt *index*'s connect: ``None`` (connected), an error, or ``True``.
 
@@ -271,16 +270,14 @@ class BlockingRace:
         try:
             sock.getpeername()
         except OSError:
-            self._watch(index, sock, now)
+            self._watch(index, sock)
             return True
         return None  # done already: no selector, no wait
 
-    def _watch(self, index: int, sock: socket.socket, now: float) -> None:
-        """Wait for attempt *index*'s connect on the selector (and its timeout)."""
+    def _watch(self, index: int, sock: socket.socket) -> None:
+        """Wait for attempt *index*'s connect on the selector (its timeout: the schedule's)."""
         self._selector().register(sock, selectors.EVENT_WRITE, index)
         self.watching[index] = sock
-        if self.attempt_timeout is not None:
-            self.expiries[index] = now + self.attempt_timeout
 
     def _selector(self) -> selectors.BaseSelector:
         """The race's selector, made when first needed: a race won at once needs none."""
@@ -292,7 +289,6 @@ class BlockingRace:
     def _on_writable(self, index: int) -> None:
         sock = self.watching.pop(index)
         self.selector.unregister(sock)  # type: ignore[union-attr]
-        self.expiries.pop(index, None)
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         address = self.started[index][4]
         # Same message as asyncio's sock_connect (and the asyncio racer).
@@ -307,7 +303,6 @@ class BlockingRace:
         sock = self.watching.pop(index, None)
         if sock is not None:
             self.selector.unregister(sock)  # type: ignore[union-attr]
-        self.expiries.pop(index, None)
 
     def _report(self, index: int, error: BaseException | None) -> None:
         schedule = self.schedule
@@ -335,15 +330,8 @@ class BlockingRace:
             step = schedule.step()
             if type(step) is int:
                 self._launch(step)
-            elif step is DROP:
-                cap = schedule.max_in_flight
-                self._stop(
-                    schedule.dropping,  # type: ignore[arg-type]
-                    TimeoutError(
-                        "no answer before the next attempt was due; abandoned to keep at"
-                        f" most {cap} attempts in flight (max_in_flight)"
-                    ),
-                )
+            elif step is DROP or step is TIMED_OUT:
+                self._stop(schedule.dropping, abort_error(step, schedule))  # type: ignore[arg-type]
             elif step is FINISHED:
                 self._finish()
                 return
@@ -365,9 +353,10 @@ class BlockingRace:
 
     def _next_wake(self) -> float | None:
         """The earliest time something is due, or ``None``: only I/O can move the race."""
-        times = [at for at in (self.schedule.next_at, self.deadline) if at is not None]
-        if self.expiries:
-            times.append(min(self.expiries.values()))
+        schedule = self.schedule
+        times = [
+            at for at in (schedule.next_at, schedule.next_expiry, self.deadline) if at is not None
+        ]
         if self.lookups is not None and self.lookups.release_at is not None:
             times.append(self.lookups.release_at)
         return min(times) if times else None
@@ -377,12 +366,8 @@ class BlockingRace:
         if self.deadline is not None and now >= self.deadline:
             self.schedule.expire()
             return
-        for index, at in sorted(self.expiries.items()):
-            if now >= at:
-                self._stop(index, TimeoutError(f"connect timed out after {self.attempt_timeout} s"))
-        next_at = self.schedule.next_at
-        if next_at is not None and now >= next_at:
-            self.schedule.delay_elapsed()
+        # A start due and attempts run out: the next _pump() launches and aborts them.
+        self.schedule.time_passed(now)
         lookups = self.lookups
         if lookups is not None and lookups.release_at is not None and now >= lookups.release_at:
             lookups.release()

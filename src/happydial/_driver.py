@@ -39,7 +39,7 @@ from typing import Generic, TypeVar
 from ._schedule import DROP, FAILED, IDLE, IGNORED, NEED_ITEMS, TIMED_OUT, WAIT, Schedule, Step
 from ._sockets import Attempt
 
-__all__ = ["LoopRace"]
+__all__ = ["LoopRace", "abort_error"]
 
 ItemT = TypeVar("ItemT")
 
@@ -305,15 +305,7 @@ class LoopRace(Generic[ItemT]):
 
     def _drop(self, step: Step, index: int) -> None:
         """Abort attempt *index* as the schedule asks: out of time, or to keep the cap."""
-        schedule = self.schedule
-        if step is TIMED_OUT:
-            error = TimeoutError(f"connect timed out after {schedule.attempt_timeout} s")
-        else:
-            error = TimeoutError(
-                f"no answer before the next attempt was due; abandoned to keep at most"
-                f" {schedule.max_in_flight} attempts in flight (max_in_flight)"
-            )
-        self._stop(index, error)
+        self._stop(index, abort_error(step, self.schedule))
 
     def _stop(self, index: int, error: BaseException) -> None:
         """Abort pending attempt *index* and report it failed with *error*."""
@@ -428,6 +420,19 @@ class LoopRace(Generic[ItemT]):
                 self._aborted.extend(t for t in tasks if not t.done())
         if cancelled is not None:
             raise cancelled
+
+
+def abort_error(step: Step, schedule: Schedule[ItemT]) -> TimeoutError:
+    """What an attempt the schedule aborts (``TIMED_OUT`` or ``DROP``) failed with.
+
+    One wording for every driver.
+    """
+    if step is TIMED_OUT:
+        return TimeoutError(f"connect timed out after {schedule.attempt_timeout} s")
+    return TimeoutError(
+        f"no answer before the next attempt was due; abandoned to keep at most"
+        f" {schedule.max_in_flight} attempts in flight (max_in_flight)"
+    )
 
 
 class _DelayArming:
