@@ -102,11 +102,12 @@ def test_every_sync_name_is_documented() -> None:
     assert set(sync.__all__) == set(directive.findall(text))
 
 
-def test_reports_and_tls_load_only_when_used() -> None:
+def test_reports_tls_and_back_ends_load_only_when_used() -> None:
     # A fresh interpreter: this one has loaded everything already.
     code = (
         "import sys, happydial\n"
-        "print(sorted(m for m in ('happydial._report', 'happydial._tls') if m in sys.modules))\n"
+        "lazy = ('happydial._report', 'happydial._tls', 'happydial._backends')\n"
+        "print(sorted(m for m in lazy if m in sys.modules))\n"
         "recording = happydial.recording\n"
         "print('happydial._report' in sys.modules, recording is happydial.recording)\n"
         "from happydial import ConnectionReport\n"

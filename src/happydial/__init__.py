@@ -32,6 +32,7 @@ one way: wrappers and host names -> resolvers, racer -> driver -> schedule and s
 * ``_cli``: ``python -m happydial``.
 """
 
+import importlib
 import typing
 
 from ._addresses import AddrInfoType as AddrInfoType
@@ -41,8 +42,6 @@ from ._addresses import interleave_addr_infos as interleave_addr_infos
 from ._addresses import ip_addresses_to_addr_infos as ip_addresses_to_addr_infos
 from ._addresses import pop_addr_infos_interleave as pop_addr_infos_interleave
 from ._addresses import remove_addr_infos as remove_addr_infos
-from ._backends import AiodnsResolver as AiodnsResolver
-from ._backends import DnspythonResolver as DnspythonResolver
 from ._connect import connect as connect
 from ._delays import MAX_DELAY as MAX_DELAY
 from ._delays import MIN_DELAY as MIN_DELAY
@@ -97,6 +96,8 @@ from ._wrappers import create_connection as create_connection
 from ._wrappers import open_connection as open_connection
 
 if typing.TYPE_CHECKING:  # loaded on first use: see __getattr__
+    from ._backends import AiodnsResolver as AiodnsResolver
+    from ._backends import DnspythonResolver as DnspythonResolver
     from ._report import AttemptReport as AttemptReport
     from ._report import ConnectionReport as ConnectionReport
     from ._report import LookupReport as LookupReport
@@ -105,29 +106,29 @@ if typing.TYPE_CHECKING:  # loaded on first use: see __getattr__
     from ._report import connection_report as connection_report
     from ._report import recording as recording
 
-# Reports cost 1 MB of memory to load, and only a recording needs them.
-_LAZY = frozenset(
-    (
-        "AttemptReport",
-        "ConnectionReport",
-        "LookupReport",
-        "Recording",
-        "ReportEvent",
-        "connection_report",
-        "recording",
-    )
-)
+# Names whose module is loaded the first time one is used: reports (1 MB of memory)
+# are for a recording only, the DNS back ends for whoever picks one.
+_LAZY = {
+    "AiodnsResolver": "_backends",
+    "AttemptReport": "_report",
+    "ConnectionReport": "_report",
+    "DnspythonResolver": "_backends",
+    "LookupReport": "_report",
+    "Recording": "_report",
+    "ReportEvent": "_report",
+    "connection_report": "_report",
+    "recording": "_report",
+}
 
 
 def __getattr__(name: str) -> object:
-    """Load the report names the first time one is used (PEP 562)."""
-    if name in _LAZY:
-        from . import _report  # noqa: PLC0415 - the point: loaded on first use
-
-        value = getattr(_report, name)
-        globals()[name] = value  # once: the next lookup does not come here
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """Load a lazily exported name's module the first time the name is used (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # once: the next lookup does not come here
+    return value
 
 
 # Plain sorted order (tests/test_exports.py), not ruff's constants-first order.
