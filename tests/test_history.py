@@ -499,3 +499,20 @@ def test_delay_zero_stays_zero_with_a_history(vrun: Runner[Any]) -> None:
         assert not [e for e in events if isinstance(e, happydial.DelayAdjusted)]
 
     vrun(main)
+
+
+def test_without_a_history_no_start_times_are_kept(run: Runner[Any]) -> None:
+    # A race without a history shares one never-filled list instead of making its own.
+    from happydial import _racer
+
+    async def main() -> None:
+        net = FakeNetwork(asyncio.get_running_loop())
+        net.script("192.0.2.1", outcome="refuse")
+        net.script("192.0.2.2")
+        sock = await happydial.start_connection(
+            [ai("192.0.2.1"), ai("192.0.2.2")], socket_factory=net.socket_factory
+        )
+        sock.close()
+
+    run(main)
+    assert _racer._NOT_KEPT == []
