@@ -151,10 +151,7 @@ class BlockingRace:
         clock: Clock = time.monotonic,
         new_selector: NewSelector = _DEFAULT_SELECTOR,
     ) -> None:
-        if history is None and (delay is None or type(delay) is float):
-            policy = delay_after = None  # plan_delay's answer for a plain number, sooner
-        else:
-            policy, delay, delay_after = plan_delay(self, delay, history)  # type: ignore[arg-type]
+        policy, delay, delay_after = plan_delay(self, delay, history)  # type: ignore[arg-type]
         self.schedule: Schedule[AddrInfoType] = Schedule(
             delay, _is_failure, delay_after, max_in_flight, attempt_timeout
         )
