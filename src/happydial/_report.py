@@ -443,24 +443,17 @@ async def record_call(fn: Callable[..., Coroutine[Any, Any, T]], arguments: dict
     into = _CURRENT.get()
     assert into is not None  # noqa: S101 - the caller checked
     code = fn.__code__
-    # Only the parameters: locals() also holds the free variables the body uses.
+    # Only the parameters (every one, defaults included): locals() also holds the
+    # free variables the body uses.
     names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-    defaults = fn.__kwdefaults__ or {}
-    return await _recorded(
-        into, fn.__name__, defaults, fn, (), {name: arguments[name] for name in names}
-    )
+    return await _recorded(into, fn, {name: arguments[name] for name in names})
 
 
 async def _recorded(
-    into: Recording,
-    call: str,
-    defaults: dict[str, Any],
-    fn: Callable[..., Coroutine[Any, Any, T]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    into: Recording, fn: Callable[..., Coroutine[Any, Any, T]], kwargs: dict[str, Any]
 ) -> T:
-    """Run one call with a builder on its trace; add its report to *into*."""
-    builder = _Builder(call, asyncio.get_running_loop(), args, kwargs, defaults)
+    """Run one call, every argument by name, with a builder on its trace; add its report."""
+    builder = _Builder(fn.__name__, asyncio.get_running_loop(), kwargs)
     trace = kwargs.get("trace")
     if trace is None:
         kwargs["trace"] = builder
@@ -469,7 +462,7 @@ async def _recorded(
     # Anything else is left for the call's own check to refuse, with its own words.
     token = _CURRENT.set(None)  # calls made inside this one are part of it
     try:
-        result = await fn(*args, **kwargs)
+        result = await fn(**kwargs)
     except BaseException as exc:
         report = builder.finish(exc)
         into.reports.append(report)
@@ -534,28 +527,26 @@ class _Builder:
         self,
         call: str,
         loop: asyncio.AbstractEventLoop,
-        args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        defaults: dict[str, Any],
     ) -> None:
         self.call = call
         self.loop = loop
         self.start = loop.time()
         self.options = {
-            name: kwargs.get(name, defaults.get(name))
+            name: kwargs.get(name)
             for name in ("happy_eyeballs_delay", "attempt_timeout", "timeout", "max_in_flight")
         }
         self.host: str | None = None
         self.port: int | None = None
         self.given: tuple[Any, ...] = ()
         if call == "connect":
-            host = args[0] if args else kwargs.get("host")
-            port = args[1] if len(args) > 1 else kwargs.get("port")
+            host = kwargs.get("host")
+            port = kwargs.get("port")
             self.host = host if isinstance(host, str) else None
             self.port = port if isinstance(port, int) else None
             local = kwargs.get("local_addr")
         else:
-            given = args[0] if args else kwargs.get("addr_infos")
+            given = kwargs.get("addr_infos")
             if isinstance(given, (list, tuple)):  # never consume an iterator of the call's
                 self.given = tuple(given)
             local = kwargs.get("local_addr_infos")
