@@ -83,7 +83,7 @@ def test_the_next_attempt_is_due_delay_after_the_previous_started() -> None:
     assert (schedule.phase, schedule.next_at) == (DUE, None)
     assert launch(schedule, 10.25) == (1, "b")
     assert schedule.next_at == 10.5
-    assert schedule.pending == {0, 1}
+    assert schedule.pending == [0, 1]
 
 
 def test_a_failure_of_the_most_recent_attempt_starts_the_next_at_once() -> None:
@@ -185,13 +185,28 @@ def test_items_added_while_staggering_wait_for_their_turn() -> None:
     assert (schedule.phase, schedule.step()) == (STAGGERING, WAIT)
 
 
+def test_items_start_in_the_order_they_were_added() -> None:
+    schedule = make(delay=0, items=("a", "b"))
+    schedule.keep_feeding()
+    schedule.start()
+    assert launch(schedule, 0.0) == (0, "a")
+    schedule.add(iter(["c", "d"]))  # any iterable, behind what is queued
+    schedule.add([])
+    schedule.add(("e",))
+    assert schedule.queued == ["b", "c", "d", "e"]
+    schedule.queued.clear()  # a copy: the queue is the schedule's
+    started = [launch(schedule, 0.0)[1] for _ in range(4)]
+    assert (started, schedule.queued) == (["b", "c", "d", "e"], [])
+    assert schedule.pending == [0, 1, 2, 3, 4]  # in start order: the oldest first
+
+
 def test_requeue_replaces_the_untried_items() -> None:
     schedule = make(items=("a", "b"))
     schedule.keep_feeding()
     schedule.start()
     launch(schedule, 0.0)
     schedule.requeue(["c", "b"])
-    assert list(schedule.items) == ["c", "b"]
+    assert schedule.queued == ["c", "b"]
     schedule.delay_elapsed()
     assert launch(schedule, 0.25) == (1, "c")
 
@@ -224,7 +239,7 @@ def test_the_first_success_wins_and_later_outcomes_count_for_nothing() -> None:
     schedule.delay_elapsed()
     launch(schedule, 0.25)
     assert schedule.succeeded(1) is True
-    assert (schedule.phase, schedule.winner, schedule.pending) == (DONE, 1, {0})
+    assert (schedule.phase, schedule.winner, schedule.pending) == (DONE, 1, [0])
     assert schedule.succeeded(0) is False
     assert schedule.failed(0, OSError("late")) is IGNORED
     assert schedule.errors == [None, None]
@@ -264,7 +279,7 @@ def test_abandon_ends_the_race_with_attempts_pending() -> None:
     schedule.start()
     launch(schedule, 0.0)
     schedule.abandon()
-    assert (schedule.phase, schedule.pending, schedule.winner) == (DONE, {0}, None)
+    assert (schedule.phase, schedule.pending, schedule.winner) == (DONE, [0], None)
     assert schedule.step() is FINISHED
 
 
@@ -445,13 +460,13 @@ def test_the_cap_asks_to_drop_the_oldest_before_a_launch() -> None:
     schedule.delay_elapsed()
     launch(schedule, 0.25)
     schedule.delay_elapsed()
-    assert schedule.pending == {0, 1}
+    assert schedule.pending == [0, 1]
     # The third start is due with two in flight: drop the oldest first.
     assert schedule.step() is DROP
     assert schedule.dropping == 0
     assert schedule.step() is DROP  # asking again changes nothing until it is reported
     assert schedule.failed(0, TimeoutError("dropped")) is FAILED
-    assert (schedule.phase, schedule.pending) == (DUE, {1})
+    assert (schedule.phase, schedule.pending) == (DUE, [1])
     assert launch(schedule, 0.5) == (2, "c")
     assert schedule.errors[0] is not None
 
@@ -494,7 +509,7 @@ def test_no_cap_never_drops() -> None:
     for i in range(10):
         launch(schedule, i * 0.25)
         schedule.delay_elapsed()
-    assert schedule.pending == set(range(10))
+    assert schedule.pending == list(range(10))
 
 
 def test_expire_ends_the_race_and_keeps_the_pending_for_the_driver() -> None:
@@ -504,7 +519,7 @@ def test_expire_ends_the_race_and_keeps_the_pending_for_the_driver() -> None:
     launch(schedule, 0.25)
     schedule.expire()
     assert (schedule.phase, schedule.expired, schedule.next_at) == (DONE, True, None)
-    assert schedule.pending == {0, 1}  # the driver aborts them and names them
+    assert schedule.pending == [0, 1]  # the driver aborts them and names them
     assert schedule.step() is FINISHED
     assert schedule.failed(0, OSError("late")) is IGNORED
 

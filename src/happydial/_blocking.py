@@ -344,7 +344,7 @@ class BlockingRace:
             self.lookups.close()
         pending = self.schedule.pending
         if pending:
-            for index in sorted(pending):
+            for index in pending[:]:  # a copy, in start order
                 self.on_abort(index)
             pending.clear()
 
@@ -601,7 +601,7 @@ class Lookups:
         if not new:
             return
         race = self.race
-        merged = merge_answers(race.schedule.items, new, race.started, self.count, self.sources)
+        merged = merge_answers(race.schedule.queued, new, race.started, self.count, self.sources)
         race.schedule.requeue(merged)
 
     def close(self) -> None:

@@ -251,7 +251,7 @@ class _Feeder:
         race = self.race
         # Section 4: sort by RFC 6724 first (the untried addresses with the new
         # ones), then interleave the usable ones; those with no source go last.
-        merged = merge_answers(race.schedule.items, new, race.started, self.count, self.sources)
+        merged = merge_answers(race.schedule.queued, new, race.started, self.count, self.sources)
         if self.services is not None:
             merged = self.services.ordered(merged)  # RFC 9460: by record priority first
         if race.history is not None:
@@ -364,7 +364,7 @@ class _Services:
         if not drop:
             return
         self.feeder.seen -= drop  # the real answer may bring the same address back
-        race.requeue([a for a in race.schedule.items if _canonical(a)[1] not in drop])
+        race.requeue([a for a in race.schedule.queued if _canonical(a)[1] not in drop])
 
     def fallback_waits(self, fresh: list[AddrInfoType]) -> bool:
         """Whether *fresh*, all the name's own addresses, waits for record targets' answers.

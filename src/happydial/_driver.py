@@ -353,7 +353,7 @@ class LoopRace(Generic[ItemT]):
         for attempt in attempts.values():
             self._abort(attempt)
         pending = self.schedule.pending
-        for index in sorted(pending):
+        for index in pending[:]:  # a copy, in start order
             self.on_abort(index)
         pending.clear()
         hook, self.when_finished = self.when_finished, None  # once; and no cycle through it
