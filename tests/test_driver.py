@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
+import socket
 from typing import Any
 
 import pytest
 
-from happydial import _driver
+from happydial import AddrInfoType, _driver, start_connection
 from happydial._driver import LoopRace
 from happydial._schedule import Schedule
 from happydial._sockets import Attempt
+from happydial.testing import FakeNetwork, Path
 
 from .conftest import Runner
 
@@ -151,3 +154,49 @@ def test_a_reused_id_gets_its_own_arming_and_keeps_it() -> None:
         first.close()
         second.close()
         _driver._ARMINGS.pop(first_key, None)
+
+
+_WHO: contextvars.ContextVar[str] = contextvars.ContextVar("_WHO", default="nobody")
+
+
+@pytest.mark.parametrize("path", ["task", "writer"])
+def test_every_race_runs_its_hooks_in_its_callers_context(vrun: Runner[Any], path: Path) -> None:
+    # The delay timers of all of a loop's races are armed by one object (the first
+    # race's call_soon): a second attempt, started by the delay timer, must still see
+    # the context of the call that made its race (a trace hook reading a tracing span).
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        net = FakeNetwork(loop, path=path)
+        seen: list[tuple[str, str, str]] = []
+
+        async def one(who: str, dead: str, live: str) -> None:
+            _WHO.set(who)
+            net.script(dead, outcome="hang")
+            net.script(live, delay=0.1)
+
+            def trace(event: object) -> None:
+                seen.append((who, _WHO.get(), type(event).__name__))
+
+            sock = await start_connection(
+                [_ai(dead), _ai(live)],
+                happy_eyeballs_delay=0.25,
+                socket_factory=net.socket_factory,
+                trace=trace,
+            )
+            sock.close()
+
+        await asyncio.gather(
+            one("first", "192.0.2.1", "198.51.100.1"),
+            one("second", "192.0.2.2", "198.51.100.2"),
+            one("third", "192.0.2.3", "198.51.100.3"),
+        )
+        assert loop.time() == pytest.approx(0.35)
+        assert {name for _, _, name in seen} >= {"AttemptStarted", "AttemptSucceeded"}
+        assert [(race, hook) for race, hook, _ in seen if race != hook] == []
+        assert sum(name == "AttemptStarted" for _, _, name in seen) == 6
+
+    vrun(main)
+
+
+def _ai(host: str) -> AddrInfoType:
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, 80))

@@ -9,6 +9,7 @@ so no test depends on real DNS.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import os
 import re
@@ -30,6 +31,7 @@ import pytest
 
 import happydial
 from happydial import (
+    AddrInfoType,
     AiodnsResolver,
     DnspythonResolver,
     ResolverPoolSettings,
@@ -269,6 +271,47 @@ def test_connect_feeds_pool_answers_per_family(
     run(main)
     assert sorted(asked) == sorted([V6, V4, V6])
     assert events == ["cannot resolve 'v4.test' (AAAA): [Errno -5] no IPv6 address for 'v4.test'"]
+
+
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("_CALLER", default="nobody")
+
+
+def test_pool_answers_start_attempts_in_their_callers_context(
+    run: Runner[Any], monkeypatch: pytest.MonkeyPatch, pool: _resolver._Pool
+) -> None:
+    # Without a trace, connect() hands its lookups to the pool with a callback (no
+    # task), and one wake-up of the loop, from a pool thread, delivers the answers of
+    # many callers: each answer must start its caller's attempts in that caller's
+    # context, where the caller's plugins (a socket factory reading a tracing span, a
+    # delay policy) expect their variables, not in the thread's or another caller's.
+    both_asked = threading.Barrier(4, timeout=10)
+
+    def getaddrinfo(host: str, port: int, family: int, *_: Any) -> list[Any]:
+        both_asked.wait()  # the four lookups answer together: fewer wake-ups than answers
+        if family == V6:
+            raise socket.gaierror(socket.EAI_NONAME, "no IPv6 address")
+        return [(V4, *TCP, ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    seen: list[tuple[str, str]] = []
+
+    async def one(who: str, port: int) -> None:
+        _CALLER.set(who)
+
+        def socket_factory(addr_info: AddrInfoType) -> socket.socket:
+            seen.append((who, _CALLER.get()))
+            return socket.socket(addr_info[0], addr_info[1], addr_info[2])
+
+        sock = await happydial.connect(f"{who}.test", port, socket_factory=socket_factory)
+        sock.close()
+
+    async def main() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+            await asyncio.gather(one("first", port), one("second", port))
+
+    run(main)
+    assert sorted(seen) == [("first", "first"), ("second", "second")]
 
 
 def test_connect_runs_no_task_per_lookup(

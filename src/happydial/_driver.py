@@ -32,6 +32,7 @@ the loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
@@ -263,9 +264,18 @@ class LoopRace(Generic[ItemT]):
             else:
                 self.report(done_index, error)
 
-    def arm_delay(self) -> None:
-        """Create the delay timer, for ``next_at`` (called by the loop's :class:`_DelayArming`)."""
-        self._timer = self.loop.call_at(self._timer_at, self._on_delay)  # type: ignore[arg-type]
+    def arm_delay(self, context: contextvars.Context) -> None:
+        """Create the delay timer, for ``next_at`` (called by the loop's :class:`_DelayArming`).
+
+        It runs in *context*, the one the race asked for it in: the context of the call
+        that made the race, whose hooks (a trace reading a tracing span) the next
+        attempt's launch runs.
+        """
+        self._timer = self.loop.call_at(
+            self._timer_at,  # type: ignore[arg-type]
+            self._on_delay,
+            context=context,
+        )
 
     def _cancel_delay(self) -> None:
         timer = self._timer
@@ -451,21 +461,30 @@ class _DelayArming:
     and thousands of races in flight make the garbage collector run (bench/ section
     5). A race asked for before this iteration's tick waits three iterations, after it
     two: never fewer than two whole iterations.
+
+    Each race's timer runs in the context the race asked in (kept as the value of its
+    entry), not in the tick's: the tick serves every race of the loop, and a timer
+    made in it would run one race's launches in another caller's context.
     """
 
-    __slots__ = ("asked", "handle", "ready", "waiting")
+    __slots__ = ("asked", "context", "handle", "ready", "waiting")
 
     def __init__(self) -> None:
-        self.asked: dict[LoopRace[object], None] = {}  # since the last tick
-        self.waiting: dict[LoopRace[object], None] = {}  # one tick done
-        self.ready: dict[LoopRace[object], None] = {}  # armed at the next tick
+        # race -> the context its timer runs in
+        self.asked: dict[LoopRace[object], contextvars.Context] = {}  # since the last tick
+        self.waiting: dict[LoopRace[object], contextvars.Context] = {}  # one tick done
+        self.ready: dict[LoopRace[object], contextvars.Context] = {}  # armed at the next tick
         self.handle: asyncio.Handle | None = None
+        # The ticks' own context: they read and set no variable, and a context given
+        # to call_soon saves copying the current one per tick. One per loop, not one
+        # for all: a context cannot be entered twice at once, and loops run in threads.
+        self.context = contextvars.Context()
 
     def add(self, race: LoopRace[ItemT], loop: asyncio.AbstractEventLoop) -> None:
-        """Arm *race*'s delay timer two or three iterations from now."""
-        self.asked[race] = None  # type: ignore[index]
+        """Arm *race*'s delay timer two or three iterations from now, in this context."""
+        self.asked[race] = contextvars.copy_context()  # type: ignore[index]
         if self.handle is None:
-            self.handle = loop.call_soon(self._tick, loop)
+            self.handle = loop.call_soon(self._tick, loop, context=self.context)
 
     def discard(self, race: LoopRace[ItemT]) -> None:
         """*race* no longer wants its timer armed (it moved, or the race ended)."""
@@ -480,10 +499,10 @@ class _DelayArming:
         due = self.ready
         self.ready, self.waiting, self.asked = self.waiting, self.asked, {}
         self.handle = None
-        for race in due:
-            race.arm_delay()
+        for race, context in due.items():
+            race.arm_delay(context)
         if self.asked or self.waiting or self.ready:
-            self.handle = loop.call_soon(self._tick, loop)
+            self.handle = loop.call_soon(self._tick, loop, context=self.context)
 
 
 # One _DelayArming per loop, by id(loop); the weak reference forgets a loop that is

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import functools
 import math
 import os
@@ -419,7 +420,8 @@ def start_getaddrinfo(
     """Hand a ``getaddrinfo`` of *host* to the pool; *on_answer* gets its outcome on *loop*.
 
     No task, no future: the answer is handed to *on_answer* straight from the loop's
-    mailbox, in the loop iteration that receives it. :meth:`PendingLookup.cancel`
+    mailbox, in the loop iteration that receives it, in the context of this call (not
+    the pool thread's, which the mailbox's wake-up would have). :meth:`PendingLookup.cancel`
     abandons the lookup (it must be called, or the answer comes, on *loop*).
     """
     mailbox = _mailboxes.get(loop)
@@ -439,7 +441,7 @@ class PendingLookup:
     is dropped on the loop).
     """
 
-    __slots__ = ("family", "host", "mailbox", "on_answer", "port")
+    __slots__ = ("context", "family", "host", "mailbox", "on_answer", "port")
 
     def __init__(
         self,
@@ -454,6 +456,10 @@ class PendingLookup:
         self.family = family
         self.mailbox = mailbox
         self.on_answer: AnswerCallback | None = on_answer
+        # The caller's: one wake-up delivers the answers of many callers (and runs in
+        # a pool thread's context), and the answer starts this caller's attempts, whose
+        # hooks (a trace reading a tracing span) must see the caller's variables.
+        self.context = contextvars.copy_context()
 
     def cancel(self) -> None:
         """Abandon the lookup: its answer, if one still comes, is dropped."""
@@ -517,7 +523,7 @@ class _Mailbox:
             if on_answer is None:
                 continue  # abandoned: the race was won (or cancelled) without this answer
             lookup.on_answer = None
-            on_answer(result, error)
+            lookup.context.run(on_answer, result, error)
 
 
 _mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
